@@ -1,0 +1,1 @@
+# placeholder: the first-run script (owned by the agent work)

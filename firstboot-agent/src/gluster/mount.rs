@@ -343,11 +343,16 @@ pub async fn mount_health(mountpoint: &Path, timeout: Duration) -> MountHealth {
             reason: format!("statfs failed: {errno}"),
         },
         Ok(Ok(Ok(st))) => {
-            let frag = st.fragment_size() as u64;
+            #[allow(clippy::unnecessary_cast)] // the statvfs field types differ between targets
+            let (frag, blocks, avail) = (
+                st.fragment_size() as u64,
+                st.blocks() as u64,
+                st.blocks_available() as u64,
+            );
             MountHealth::Answering {
                 entry,
-                total: st.blocks() as u64 * frag,
-                available: st.blocks_available() as u64 * frag,
+                total: blocks * frag,
+                available: avail * frag,
             }
         }
     }

@@ -6,4 +6,6 @@
 //! config type and the partition arithmetic.
 
 pub mod config;
+pub mod identity;
 pub mod layout;
+pub mod state;

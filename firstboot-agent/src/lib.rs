@@ -6,4 +6,9 @@
 //! config type and the partition arithmetic.
 
 pub mod config;
+pub mod disk;
+pub mod identity;
 pub mod layout;
+pub mod notify;
+pub mod services;
+pub mod state;

@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod disk;
+pub mod docker;
+pub mod gluster;
 pub mod identity;
 pub mod layout;
 pub mod notify;

@@ -5,5 +5,11 @@
 //! and keeps the cluster healthy. The library part also holds what `image-builder` shares with it: the cluster
 //! config type and the partition arithmetic.
 
+pub mod agent;
+pub mod api;
 pub mod config;
+pub mod hosts;
 pub mod layout;
+pub mod mdns;
+pub mod peers;
+pub mod trust;

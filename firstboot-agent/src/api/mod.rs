@@ -71,7 +71,7 @@ fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), Response> {
+) -> Result<(), crate::trust::TrustError> {
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     Verifier::proof_from_headers(h(HEADER_TS), h(HEADER_NONCE), h(HEADER_MAC))
@@ -79,10 +79,11 @@ fn authenticate(
             s.verifier
                 .verify_request(method.as_str(), path, body, &proof)
         })
-        .map_err(|e| {
-            tracing::warn!(%method, path, "refused request: {e}");
-            (StatusCode::UNAUTHORIZED, format!("unauthorized: {e}\n")).into_response()
-        })
+        .inspect_err(|e| tracing::warn!(%method, path, "refused request: {e}"))
+}
+
+fn unauthorized(e: crate::trust::TrustError) -> Response {
+    (StatusCode::UNAUTHORIZED, format!("unauthorized: {e}\n")).into_response()
 }
 
 async fn summary(
@@ -92,8 +93,8 @@ async fn summary(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authenticate(&s, &method, &uri, &headers, &body) {
-        return r;
+    if let Err(e) = authenticate(&s, &method, &uri, &headers, &body) {
+        return unauthorized(e);
     }
     Json(s.summary.read().expect("summary lock").clone()).into_response()
 }
@@ -105,8 +106,8 @@ async fn join_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authenticate(&s, &method, &uri, &headers, &body) {
-        return r;
+    if let Err(e) = authenticate(&s, &method, &uri, &headers, &body) {
+        return unauthorized(e);
     }
     let Ok(req) = serde_json::from_slice::<JoinTokenRequest>(&body) else {
         return (

@@ -46,6 +46,9 @@ pub struct VolumeBrief {
     pub bricks: Vec<String>,
     /// Whether the volume is started.
     pub started: bool,
+    /// Options set on the volume (`volume set`), by key.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// This node's Swarm membership as its dockerd reports it.

@@ -8,8 +8,13 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod disk;
 pub mod hosts;
+pub mod identity;
 pub mod layout;
 pub mod mdns;
+pub mod notify;
 pub mod peers;
+pub mod services;
+pub mod state;
 pub mod trust;

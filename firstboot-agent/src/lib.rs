@@ -9,6 +9,8 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod disk;
+pub mod docker;
+pub mod gluster;
 pub mod hosts;
 pub mod identity;
 pub mod layout;

@@ -267,7 +267,18 @@ fn install(opts: &ServiceOptions, report: &mut ServicesReport) -> Result<(), Ser
 pub fn glusterd_alive(opts: &ServiceOptions) -> Result<String, String> {
     UnixStream::connect(&opts.glusterd_socket)
         .map_err(|e| format!("{}: {e}", opts.glusterd_socket.display()))?;
-    let out = run(&opts.gluster, &["--mode=script", "--xml", "pool", "list"])?;
+    let sock = format!("--glusterd-sock={}", opts.glusterd_socket.display());
+    let out = run(
+        &opts.gluster,
+        &[
+            "--mode=script",
+            "--timeout=10",
+            &sock,
+            "--xml",
+            "pool",
+            "list",
+        ],
+    )?;
     if out.contains("<opRet>0</opRet>") {
         Ok(format!(
             "answers `gluster --xml pool list` on {}",

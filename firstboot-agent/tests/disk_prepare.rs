@@ -660,3 +660,44 @@ fn disk_crash_after_any_step_recovers() {
     assert!(state.disk.brick_formatted_at.is_some());
     check_prepared(&card, TableKind::Mbr, &report);
 }
+
+#[test]
+fn disk_existing_xfs_elsewhere_is_not_moved() {
+    let card = Card::new(Gen::Trixie, 8, false);
+    // An XFS in a partition 3 that is not where the layout would put it (5 GiB..7 GiB): it must stay where it is,
+    // with its data, and root grows up to it.
+    let (start, sectors) = (5 * GIB / SECTOR, 2 * GIB / SECTOR);
+    sh_stdin(
+        "sfdisk",
+        &["--quiet", "--no-reread", "-N", "3", &card.dev],
+        &format!("start={start}, size={sectors}, type=83\n"),
+    );
+    card.tell_kernel();
+    sh("mkfs.xfs", &["-q", "-i", "size=512", &card.part(3)]);
+    let tmp = card.path("old");
+    std::fs::create_dir_all(&tmp).unwrap();
+    sh("mount", &[&card.part(3), tmp.to_str().unwrap()]);
+    std::fs::write(tmp.join("precious.txt"), "kept\n").unwrap();
+    sh("umount", &[tmp.to_str().unwrap()]);
+
+    let report = card.prepare();
+    assert_eq!(card.extent(3), (start, start + sectors - 1));
+    assert_eq!(card.extent(2).1, start - 1);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("kept where it is")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(!report.made_brick_fs);
+    assert_eq!(
+        std::fs::read_to_string(card.path("brick/precious.txt")).unwrap(),
+        "kept\n"
+    );
+    let again = card.prepare();
+    assert!(!again.changed, "{:?}", again.actions);
+    card.unmount_all();
+    sh("e2fsck", &["-fn", &card.part(2)]);
+}

@@ -328,6 +328,20 @@ fn poll(
     }
 }
 
+/// Installs missing packages only (no service checks): the agent's `run` calls this before
+/// [`crate::disk::prepare_disk`], which needs `mkfs.xfs` (Raspberry Pi OS Lite does not ship xfsprogs).
+/// Returns the packages installed.
+pub fn ensure_packages(opts: &ServiceOptions) -> Result<Vec<String>, ServiceError> {
+    let mut report = ServicesReport {
+        manager: opts.manager.unwrap_or_else(detect_manager),
+        installed: Vec::new(),
+        install_method: None,
+        services: Vec::new(),
+    };
+    install(opts, &mut report)?;
+    Ok(report.installed)
+}
+
 /// Makes sure the packages are installed and glusterd and dockerd run (see the module documentation).
 pub fn ensure_services(opts: &ServiceOptions) -> Result<ServicesReport, ServiceError> {
     let manager = opts.manager.unwrap_or_else(detect_manager);

@@ -21,6 +21,8 @@ pub struct Gluster {
     pub binary: PathBuf,
     /// Time each command may take.
     pub timeout: Duration,
+    /// glusterd's socket, when not the default `/var/run/glusterd.socket` (`--glusterd-sock`).
+    pub socket: Option<PathBuf>,
 }
 
 impl Default for Gluster {
@@ -35,12 +37,19 @@ impl Gluster {
         Gluster {
             binary: PathBuf::from("gluster"),
             timeout: DEFAULT_TIMEOUT,
+            socket: None,
         }
     }
 
     /// The same handle with another per-command timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same handle talking to the glusterd listening on `socket` (e.g. a lab node's own glusterd).
+    pub fn with_socket(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.socket = Some(socket.into());
         self
     }
 
@@ -69,7 +78,14 @@ impl Gluster {
     ) -> Result<String, GlusterError> {
         let secs = timeout.as_secs().max(1).to_string();
         let timeout_arg = format!("--timeout={secs}");
+        let socket_arg = self
+            .socket
+            .as_ref()
+            .map(|s| format!("--glusterd-sock={}", s.display()));
         let mut full: Vec<&str> = vec!["--xml", "--mode=script", &timeout_arg];
+        if let Some(s) = &socket_arg {
+            full.push(s);
+        }
         full.extend_from_slice(args);
         let command = format!("{} {}", self.binary.display(), full.join(" "));
         tracing::debug!(%command, "running");
@@ -411,6 +427,7 @@ fn complete_status(status: VolumeStatus, info: &VolumeInfo) -> VolumeStatus {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
 
     fn fixture(name: &str) -> String {
         let path = format!(
@@ -543,6 +560,23 @@ mod tests {
         let e = g.pool_list().await.unwrap_err();
         assert!(matches!(e, GlusterError::Spawn { .. }), "{e:?}");
         assert!(e.to_string().contains("glusterfs-server"), "{e}");
+        assert!(!g.is_responding().await);
+    }
+
+    #[tokio::test]
+    async fn a_socket_without_glusterd_is_not_running() {
+        if !Path::new("/usr/sbin/gluster").exists() {
+            eprintln!("SKIPPED: the gluster CLI is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let g = Gluster::new()
+            .with_binary("/usr/sbin/gluster")
+            .with_socket(dir.path().join("glusterd.socket"))
+            .with_timeout(Duration::from_secs(20));
+        let e = g.pool_list().await.unwrap_err();
+        assert!(matches!(e, GlusterError::NotRunning { .. }), "{e:?}");
+        assert!(e.to_string().contains("--glusterd-sock="), "{e}");
         assert!(!g.is_responding().await);
     }
 

@@ -559,6 +559,89 @@ fn node_from(n: Node) -> Result<SwarmNode, DockerError> {
 mod tests {
     use super::*;
 
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/docker/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn swarm_state_of_a_node_in_no_swarm() {
+        let info: SwarmInfo = serde_json::from_str(&fixture("info-swarm-inactive.json")).unwrap();
+        let s = swarm_state_from(info);
+        assert_eq!(s.local_state, LocalNodeState::Inactive);
+        assert_eq!((s.node_id, s.swarm_id, s.is_manager), (None, None, false));
+        assert_eq!((s.managers, s.nodes), (0, 0));
+        assert_eq!(s.error, None);
+    }
+
+    #[test]
+    fn swarm_state_of_a_first_manager() {
+        let info: SwarmInfo = serde_json::from_str(&fixture("info-swarm-manager.json")).unwrap();
+        let s = swarm_state_from(info);
+        assert_eq!(s.local_state, LocalNodeState::Active);
+        assert!(s.is_manager);
+        assert_eq!(s.node_id.as_deref(), Some("anpf7qir5yvev0lm6hvk2n3mq"));
+        assert_eq!(s.swarm_id.as_deref(), Some("e7m6w5vj40azgavthtxo786hz"));
+        assert_eq!(s.node_addr.as_deref(), Some("10.77.0.1"));
+        assert_eq!((s.managers, s.nodes), (1, 1));
+        assert_eq!(s.remote_managers, vec!["10.77.0.1:2377".to_string()]);
+    }
+
+    #[test]
+    fn node_list_of_a_one_node_swarm() {
+        let nodes: Vec<Node> = serde_json::from_str(&fixture("nodes-one-manager.json")).unwrap();
+        let n = nodes
+            .into_iter()
+            .map(node_from)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(n.len(), 1);
+        let n = &n[0];
+        assert_eq!(n.id, "anpf7qir5yvev0lm6hvk2n3mq");
+        assert_eq!(n.hostname, "vm");
+        assert_eq!(
+            (n.role, n.availability, n.state),
+            (NodeRole::Manager, Availability::Active, NodeState::Ready)
+        );
+        assert!(n.leader);
+        assert_eq!(n.reachability.as_deref(), Some("reachable"));
+        assert_eq!(n.addr, "10.77.0.1");
+        assert_eq!(n.version, 9);
+        assert!(n.labels.is_empty());
+    }
+
+    #[test]
+    fn a_worker_that_is_down_with_labels() {
+        let json = r#"{"ID":"w1","Version":{"Index":31},
+            "Spec":{"Labels":{"cluster.shared-mounted":"true"},"Role":"worker","Availability":"drain"},
+            "Description":{"Hostname":"node4"},
+            "Status":{"State":"down","Addr":"10.77.0.4"}}"#;
+        let n = node_from(serde_json::from_str(json).unwrap()).unwrap();
+        assert_eq!(
+            (n.role, n.availability, n.state),
+            (NodeRole::Worker, Availability::Drain, NodeState::Down)
+        );
+        assert!(!n.leader);
+        assert_eq!(n.reachability, None);
+        assert_eq!(
+            n.labels.get("cluster.shared-mounted").map(String::as_str),
+            Some("true")
+        );
+        // A manager whose status address is 0.0.0.0 takes its manager address instead.
+        let json = r#"{"ID":"m2","Spec":{"Role":"manager"},"Status":{"State":"ready","Addr":"0.0.0.0"},
+            "ManagerStatus":{"Leader":false,"Reachability":"unreachable","Addr":"10.77.0.2:2377"}}"#;
+        let n = node_from(serde_json::from_str(json).unwrap()).unwrap();
+        assert_eq!(n.addr, "10.77.0.2");
+        assert_eq!(n.reachability.as_deref(), Some("unreachable"));
+        assert!(
+            node_from(serde_json::from_str("{}").unwrap()).is_err(),
+            "a node without id"
+        );
+    }
+
     #[test]
     fn join_tokens_do_not_show_in_debug() {
         let t = JoinTokens {

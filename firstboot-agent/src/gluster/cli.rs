@@ -239,7 +239,8 @@ impl Gluster {
         xml::parse_split_brain_count(&out).map_err(|e| parse_error(&cmd, e))
     }
 
-    /// Asks the self-heal daemon to heal now (`volume heal NAME [full]`).
+    /// Asks the self-heal daemon to heal now (`volume heal NAME [full]`). glusterd refuses while the self-heal
+    /// daemon is not connected to every brick (e.g. just after a brick restarted): retry later.
     pub async fn heal_start(&self, name: &str, full: bool) -> Result<(), GlusterError> {
         let mut args = vec!["volume", "heal", name];
         if full {
@@ -375,12 +376,17 @@ fn interpret(
         return Ok(stdout);
     }
     if !status.success() {
-        // Usage errors (e.g. a loopback brick address) come as text with the usage appended: keep the first line.
-        let first = text.lines().next().unwrap_or("").to_string();
+        // Usage errors (e.g. a loopback brick address) come as text with the usage appended: drop the usage.
+        let message: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.starts_with("Usage:"))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         return Err(GlusterError::Exit {
             command,
             status: status.to_string(),
-            stderr: first,
+            stderr: message.join(" "),
         });
     }
     Err(GlusterError::Parse {

@@ -1,0 +1,1 @@
+//! Block devices: identity, size, mounts, the running system's disk.

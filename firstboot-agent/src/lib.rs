@@ -5,5 +5,18 @@
 //! and keeps the cluster healthy. The library part also holds what `image-builder` shares with it: the cluster
 //! config type and the partition arithmetic.
 
+pub mod agent;
+pub mod api;
 pub mod config;
+pub mod disk;
+pub mod docker;
+pub mod gluster;
+pub mod hosts;
+pub mod identity;
 pub mod layout;
+pub mod mdns;
+pub mod notify;
+pub mod peers;
+pub mod services;
+pub mod state;
+pub mod trust;

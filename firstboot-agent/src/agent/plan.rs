@@ -1,0 +1,688 @@
+//! The reconcile planner: from this node's fresh reading of the real state and its peers' authenticated
+//! summaries, the phase this node is in and the next actions to take. Pure (no I/O), so every rule is unit-tested;
+//! [`super::run`] executes the actions and reads the state again on the next tick.
+//!
+//! Roles, all re-derived on every tick from real state (never from memory, so a crash or reboot at any point is
+//! harmless):
+//! - **Pool leader**: among this node and the peers in its Gluster pool that answer, the smallest node id; before any
+//!   pool exists, the coordinator of [`super::election::decide`]. It probes nodes into the pool (at formation and
+//!   late nodes), creates and starts the volume once enough members are connected, keeps the volume options and
+//!   `auth.allow` right and gives late nodes a brick when the layout rule says so. Only the pool leader and only
+//!   when no node answers as being in a swarm initialises the Swarm.
+//! - **Swarm leader** (dockerd's Raft leader): promotes workers until the wanted manager count and keeps the
+//!   `picluster.shared-volume` node label in step with each node's mount.
+//! - **Everyone**: mounts the started volume, joins the swarm as a worker through a manager peer (the token comes
+//!   from the manager's authenticated API).
+
+use super::election::{
+    decide, desired_managers, late_brick_replica, plan_volume, Candidate, Decision,
+};
+use super::Phase;
+use crate::api::model::NodeSummary;
+use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
+
+/// The Swarm node label that says whether the shared volume is mounted on a node.
+pub const MOUNT_LABEL: &str = "picluster.shared-volume";
+
+/// Volume options set on purpose, with the reason for each.
+pub const VOLUME_OPTIONS: &[(&str, &str)] = &[
+    // Client quorum: a replica set accepts writes only while more than half of its bricks are up (exactly half
+    // counts when it includes the first brick). A node cut off alone gets EROFS instead of writing a diverging
+    // copy: no split-brain.
+    ("cluster.quorum-type", "auto"),
+    // Server quorum: glusterd stops the bricks of a node that sees less than a majority of the pool, so a
+    // partitioned minority cannot serve stale data to its own clients.
+    ("cluster.server-quorum-type", "server"),
+    // Time a client waits for a dead brick's host before carrying on without it. Gluster's default (42 s) stalls
+    // every write that long after a Pi dies; 5 s keeps the stall within the fault-tolerance target. The cost: a
+    // brick host that is silent for 5 s (overloaded, network hiccup) is dropped and needs a heal after. Measured
+    // by ci/bench-failover (issue 6).
+    ("network.ping-timeout", "5"),
+    // Heal in the background as soon as a brick returns (the default, set explicitly so it is never lost).
+    ("cluster.self-heal-daemon", "on"),
+];
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `gluster peer probe HOST` to bring a node into the pool.
+    Probe(String),
+    /// `gluster peer probe HOST` of a node already in the pool but known only by address, so glusterd also knows
+    /// it by the name that survives an address change.
+    ProbeBack(String),
+    /// Create the volume.
+    CreateVolume {
+        /// Replica count.
+        replica: u32,
+        /// Bricks `host:/path`, in order.
+        bricks: Vec<String>,
+    },
+    /// `gluster volume set` one option.
+    SetOption(String, String),
+    /// Start the volume.
+    StartVolume,
+    /// Add a brick, raising the replica count.
+    AddBrick {
+        /// New replica count.
+        replica: u32,
+        /// The brick `host:/path`.
+        brick: String,
+    },
+    /// Mount the volume from these servers (first one, the rest as backup volfile servers) and record it in fstab.
+    Mount(Vec<String>),
+    /// `docker swarm init` on this node.
+    SwarmInit,
+    /// Join the swarm as a worker through the manager with this node id.
+    SwarmJoin(String),
+    /// Promote a Swarm node (by Swarm node id) to manager.
+    Promote(String),
+    /// Set the mount label of a Swarm node (id, value).
+    Label(String, String),
+}
+
+/// A Swarm node as the Swarm leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmNodeView {
+    /// Swarm node id.
+    pub id: String,
+    /// Host name it reported.
+    pub hostname: String,
+    /// Whether it is a manager.
+    pub is_manager: bool,
+    /// Whether it is up (`ready`).
+    pub ready: bool,
+    /// Current value of [`MOUNT_LABEL`], if set.
+    pub mount_label: Option<String>,
+}
+
+/// Everything the planner reads.
+#[derive(Debug, Clone)]
+pub struct Ctx<'a> {
+    /// This node's fresh reading.
+    pub me: &'a NodeSummary,
+    /// The answering peers' summaries (authenticated).
+    pub peers: &'a [NodeSummary],
+    /// `cluster.nodes`.
+    pub expected: u32,
+    /// Whether `agent.majority_wait_secs` has passed since discovery began.
+    pub majority_timeout: bool,
+    /// Brick directory path (the same on every node).
+    pub brick_path: &'a str,
+    /// Swarm nodes, when this node is the Swarm leader.
+    pub swarm_nodes: Option<&'a [SwarmNodeView]>,
+    /// Host names already probed back.
+    pub probed_back: &'a HashSet<String>,
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The phase this node is in.
+    pub phase: Phase,
+    /// What it waits for or does.
+    pub detail: String,
+    /// What to do now, in order.
+    pub actions: Vec<Action>,
+    /// Whether this node is the pool leader.
+    pub pool_leader: bool,
+}
+
+/// Whether a node is in a Gluster pool with others or knows a volume.
+pub fn gluster_member(s: &NodeSummary) -> bool {
+    s.pool.len() > 1 || s.volume.is_some()
+}
+
+fn enough(count: usize, expected: u32, majority_timeout: bool) -> bool {
+    count as u32 >= expected || (majority_timeout && count as u32 * 2 > expected)
+}
+
+/// Plans this tick (see the module docs).
+pub fn plan(ctx: &Ctx) -> Plan {
+    let me = ctx.me;
+    let mut actions = Vec::new();
+    let ready = |s: &NodeSummary| s.glusterd_ok && s.brick_ready;
+
+    if !gluster_member(me) {
+        let all: Vec<&NodeSummary> = std::iter::once(me).chain(ctx.peers).collect();
+        let candidates: Vec<Candidate> = all
+            .iter()
+            .map(|s| Candidate {
+                node_id: s.node_id.clone(),
+                belongs: gluster_member(s) || s.swarm.is_some(),
+                ready: ready(s),
+            })
+            .collect();
+        let (phase, detail) =
+            match decide(&me.node_id, &candidates, ctx.expected, ctx.majority_timeout) {
+                Decision::Wait { present, expected } => (
+                    Phase::Discovering,
+                    format!("{present} of {expected} nodes present"),
+                ),
+                Decision::Follow { coordinator } => (
+                    Phase::Electing,
+                    format!("coordinator is {coordinator}; waiting to be probed"),
+                ),
+                Decision::JoinExisting => (
+                    Phase::FormingPool,
+                    "a cluster exists; waiting to be admitted into its pool".to_string(),
+                ),
+                Decision::Initiate { members } => {
+                    for p in ctx.peers.iter().filter(|p| members.contains(&p.node_id)) {
+                        actions.push(Action::Probe(p.hostname.clone()));
+                    }
+                    (
+                        Phase::FormingPool,
+                        format!("coordinating: probing {} nodes", members.len() - 1),
+                    )
+                }
+            };
+        return Plan {
+            phase,
+            detail,
+            actions,
+            pool_leader: false,
+        };
+    }
+
+    // In a pool. Which peers are in my pool (by glusterd UUID), and which are connected.
+    let connected: HashSet<&str> = me
+        .pool
+        .iter()
+        .filter(|m| m.connected)
+        .map(|m| m.uuid.as_str())
+        .collect();
+    let in_pool: HashSet<&str> = me.pool.iter().map(|m| m.uuid.as_str()).collect();
+    let is_in_pool = |s: &NodeSummary| {
+        s.gluster_uuid
+            .as_deref()
+            .is_some_and(|u| in_pool.contains(u))
+    };
+    let mut members: Vec<&NodeSummary> = std::iter::once(me)
+        .chain(ctx.peers.iter().filter(|p| is_in_pool(p)))
+        .collect();
+    members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    let leader = members[0].node_id.clone();
+    let i_lead = leader == me.node_id;
+
+    // Names: probe back nodes glusterd knows only by address.
+    for m in &me.pool {
+        if m.hostname.parse::<IpAddr>().is_ok() {
+            if let Some(p) = ctx
+                .peers
+                .iter()
+                .find(|p| p.gluster_uuid.as_deref() == Some(m.uuid.as_str()))
+            {
+                if !ctx.probed_back.contains(&p.hostname) {
+                    actions.push(Action::ProbeBack(p.hostname.clone()));
+                }
+            }
+        }
+    }
+
+    // Admission: the leader probes every ready peer that is in no pool yet.
+    let outsiders: Vec<&NodeSummary> = ctx
+        .peers
+        .iter()
+        .filter(|p| ready(p) && !is_in_pool(p) && !gluster_member(p))
+        .collect();
+    if i_lead {
+        for p in &outsiders {
+            actions.push(Action::Probe(p.hostname.clone()));
+        }
+    }
+
+    let usable: Vec<&NodeSummary> = members
+        .iter()
+        .copied()
+        .filter(|s| {
+            s.node_id == me.node_id
+                || s.gluster_uuid
+                    .as_deref()
+                    .is_some_and(|u| connected.contains(u))
+        })
+        .filter(|s| ready(s))
+        .collect();
+
+    let done = |phase: Phase, detail: String, actions: Vec<Action>| Plan {
+        phase,
+        detail,
+        actions,
+        pool_leader: i_lead,
+    };
+
+    let Some(vol) = &me.volume else {
+        if !i_lead {
+            return done(
+                Phase::CreatingVolume,
+                format!("waiting for {leader} to create the volume"),
+                actions,
+            );
+        }
+        if !outsiders.is_empty() || !enough(usable.len(), ctx.expected, ctx.majority_timeout) {
+            return done(
+                Phase::FormingPool,
+                format!(
+                    "{} of {} nodes connected in the pool",
+                    usable.len(),
+                    ctx.expected
+                ),
+                actions,
+            );
+        }
+        let layout = plan_volume(usable.len());
+        let bricks = usable[..layout.bricks]
+            .iter()
+            .map(|s| format!("{}:{}", s.hostname, ctx.brick_path))
+            .collect();
+        actions.push(Action::CreateVolume {
+            replica: layout.replica,
+            bricks,
+        });
+        return done(
+            Phase::CreatingVolume,
+            format!("creating replica {} volume", layout.replica),
+            actions,
+        );
+    };
+
+    if i_lead {
+        for (k, v) in VOLUME_OPTIONS {
+            if vol.options.get(*k).map(String::as_str) != Some(*v) {
+                actions.push(Action::SetOption(k.to_string(), v.to_string()));
+            }
+        }
+        let mut allow: BTreeSet<String> = vol
+            .options
+            .get("auth.allow")
+            .map(|a| {
+                a.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty() && s != "*")
+                    .collect()
+            })
+            .unwrap_or_default();
+        let before = allow.clone();
+        for s in &members {
+            if let Some(a) = s.addr {
+                allow.insert(a.to_string());
+            }
+        }
+        if allow != before || !vol.options.contains_key("auth.allow") {
+            actions.push(Action::SetOption(
+                "auth.allow".into(),
+                allow.into_iter().collect::<Vec<_>>().join(","),
+            ));
+        }
+    }
+    if !vol.started {
+        if i_lead {
+            actions.push(Action::StartVolume);
+        }
+        return done(Phase::CreatingVolume, "starting the volume".into(), actions);
+    }
+    if i_lead {
+        let brick_hosts: HashSet<&str> = vol
+            .bricks
+            .iter()
+            .filter_map(|b| b.split_once(':').map(|(h, _)| h))
+            .collect();
+        if let Some(new) = usable
+            .iter()
+            .find(|s| !brick_hosts.contains(s.hostname.as_str()))
+        {
+            if let Some(replica) = late_brick_replica(vol.replica, vol.bricks.len()) {
+                actions.push(Action::AddBrick {
+                    replica,
+                    brick: format!("{}:{}", new.hostname, ctx.brick_path),
+                });
+            }
+        }
+    }
+
+    if !me.mounted {
+        let mut servers: Vec<String> = Vec::new();
+        let mine = vol
+            .bricks
+            .iter()
+            .any(|b| b.split_once(':').map(|(h, _)| h) == Some(me.hostname.as_str()));
+        if mine {
+            servers.push(me.hostname.clone());
+        }
+        for b in &vol.bricks {
+            if let Some((h, _)) = b.split_once(':') {
+                if !servers.iter().any(|s| s == h) {
+                    servers.push(h.to_string());
+                }
+            }
+        }
+        actions.push(Action::Mount(servers));
+        return done(Phase::Mounting, "mounting the volume".into(), actions);
+    }
+
+    match &me.swarm {
+        None => {
+            let manager = ctx
+                .peers
+                .iter()
+                .filter(|p| p.swarm.as_ref().is_some_and(|s| s.is_manager))
+                .min_by(|a, b| a.node_id.cmp(&b.node_id));
+            if let Some(m) = manager {
+                actions.push(Action::SwarmJoin(m.node_id.clone()));
+                done(
+                    Phase::FormingSwarm,
+                    format!("joining the swarm through {}", m.hostname),
+                    actions,
+                )
+            } else if i_lead && ctx.peers.iter().all(|p| p.swarm.is_none()) {
+                actions.push(Action::SwarmInit);
+                done(
+                    Phase::FormingSwarm,
+                    "initialising the swarm".into(),
+                    actions,
+                )
+            } else {
+                done(
+                    Phase::FormingSwarm,
+                    "waiting for a swarm manager".into(),
+                    actions,
+                )
+            }
+        }
+        Some(sw) => {
+            if sw.is_leader {
+                if let Some(nodes) = ctx.swarm_nodes {
+                    let want = desired_managers(nodes.len());
+                    let have = nodes.iter().filter(|n| n.is_manager).count();
+                    let mut workers: Vec<&SwarmNodeView> =
+                        nodes.iter().filter(|n| !n.is_manager && n.ready).collect();
+                    workers.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+                    for w in workers.iter().take(want.saturating_sub(have)) {
+                        actions.push(Action::Promote(w.id.clone()));
+                    }
+                    for n in nodes {
+                        let summary = std::iter::once(me)
+                            .chain(ctx.peers)
+                            .find(|s| s.swarm.as_ref().is_some_and(|x| x.node_id == n.id));
+                        if let Some(s) = summary {
+                            let value = if s.mounted { "mounted" } else { "unmounted" };
+                            if n.mount_label.as_deref() != Some(value) {
+                                actions.push(Action::Label(n.id.clone(), value.into()));
+                            }
+                        }
+                    }
+                }
+            }
+            done(Phase::Steady, "formed".into(), actions)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::model::{PoolMember, SwarmBrief, VolumeBrief};
+    use std::net::Ipv4Addr;
+
+    const BRICK: &str = "/srv/gluster/brick1/brick";
+
+    fn node(i: u8) -> NodeSummary {
+        NodeSummary {
+            node_id: format!("n{i}"),
+            hostname: format!("pc-{i}"),
+            addr: Some(Ipv4Addr::new(10, 0, 0, i)),
+            glusterd_ok: true,
+            dockerd_ok: true,
+            brick_ready: true,
+            gluster_uuid: Some(format!("u{i}")),
+            pool: vec![PoolMember {
+                uuid: format!("u{i}"),
+                hostname: "localhost".into(),
+                connected: true,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn pool(nodes: &mut [NodeSummary], names: &[u8]) {
+        for n in nodes.iter_mut() {
+            n.pool = names
+                .iter()
+                .map(|i| PoolMember {
+                    uuid: format!("u{i}"),
+                    hostname: if Some(format!("u{i}")) == n.gluster_uuid {
+                        "localhost".into()
+                    } else {
+                        format!("pc-{i}")
+                    },
+                    connected: true,
+                })
+                .collect();
+        }
+    }
+
+    fn run(me: &NodeSummary, peers: &[NodeSummary]) -> Plan {
+        plan(&Ctx {
+            me,
+            peers,
+            expected: 4,
+            majority_timeout: false,
+            brick_path: BRICK,
+            swarm_nodes: None,
+            probed_back: &HashSet::new(),
+        })
+    }
+
+    fn volume(bricks: &[u8], started: bool) -> VolumeBrief {
+        VolumeBrief {
+            name: "shared".into(),
+            id: "vol-1".into(),
+            replica: bricks.len() as u32,
+            bricks: bricks.iter().map(|i| format!("pc-{i}:{BRICK}")).collect(),
+            started,
+            options: VOLUME_OPTIONS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain([(
+                    "auth.allow".to_string(),
+                    bricks
+                        .iter()
+                        .map(|i| format!("10.0.0.{i}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn fresh_nodes_wait_then_coordinator_probes_everyone() {
+        let nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        let p = run(&nodes[0], &nodes[1..3]);
+        assert_eq!(p.phase, Phase::Discovering);
+        assert!(p.actions.is_empty());
+        let p = run(&nodes[0], &nodes[1..]);
+        assert_eq!(p.phase, Phase::FormingPool);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Probe("pc-2".into()),
+                Action::Probe("pc-3".into()),
+                Action::Probe("pc-4".into())
+            ]
+        );
+        let others = [nodes[0].clone(), nodes[2].clone(), nodes[3].clone()];
+        let p = run(&nodes[1], &others);
+        assert_eq!(p.phase, Phase::Electing);
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn leader_creates_replica_4_once_all_connected() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        let p = run(&nodes[0], &nodes[1..]);
+        assert_eq!(p.phase, Phase::CreatingVolume);
+        assert_eq!(
+            p.actions,
+            vec![Action::CreateVolume {
+                replica: 4,
+                bricks: (1..=4).map(|i| format!("pc-{i}:{BRICK}")).collect()
+            }]
+        );
+        // A non-leader never creates.
+        let others = [nodes[0].clone(), nodes[2].clone(), nodes[3].clone()];
+        let p = run(&nodes[1], &others);
+        assert!(p.actions.is_empty());
+        assert!(!p.pool_leader);
+    }
+
+    #[test]
+    fn leader_waits_while_a_member_is_disconnected() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        nodes[0].pool[3].connected = false;
+        let p = run(&nodes[0], &nodes[1..]);
+        assert_eq!(p.phase, Phase::FormingPool);
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn existing_cluster_is_joined_never_initialised() {
+        // A late fifth node with the smallest id: others already form a pool.
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        let mut late = node(0);
+        late.node_id = "n0".into();
+        let p = run(&late, &nodes);
+        assert_eq!(p.phase, Phase::FormingPool);
+        assert!(p.actions.is_empty());
+        // The pool leader (n1) admits it.
+        let mut peers = nodes[1..].to_vec();
+        peers.push(late.clone());
+        let p = run(&nodes[0], &peers);
+        assert!(p.actions.contains(&Action::Probe("pc-0".into())));
+    }
+
+    #[test]
+    fn started_volume_is_mounted_then_swarm_initialised_by_leader_only() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        for n in nodes.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3, 4], true));
+        }
+        let p = run(
+            &nodes[2],
+            &[nodes[0].clone(), nodes[1].clone(), nodes[3].clone()],
+        );
+        assert_eq!(p.phase, Phase::Mounting);
+        assert_eq!(
+            p.actions,
+            vec![Action::Mount(vec![
+                "pc-3".into(),
+                "pc-1".into(),
+                "pc-2".into(),
+                "pc-4".into()
+            ])]
+        );
+        for n in nodes.iter_mut() {
+            n.mounted = true;
+        }
+        let p = run(&nodes[0], &nodes[1..]);
+        assert_eq!(p.actions, vec![Action::SwarmInit]);
+        let p = run(
+            &nodes[1],
+            &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
+        );
+        assert!(p.actions.is_empty());
+        assert_eq!(p.phase, Phase::FormingSwarm);
+        // Once node 1 is a manager, the others join through it.
+        nodes[0].swarm = Some(SwarmBrief {
+            cluster_id: "sw".into(),
+            node_id: "s1".into(),
+            is_manager: true,
+            is_leader: true,
+            remote_managers: vec![],
+        });
+        let p = run(
+            &nodes[1],
+            &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
+        );
+        assert_eq!(p.actions, vec![Action::SwarmJoin("n1".into())]);
+    }
+
+    #[test]
+    fn swarm_leader_promotes_to_three_and_labels() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.volume = Some(volume(&[1, 2, 3, 4], true));
+            n.mounted = true;
+            n.swarm = Some(SwarmBrief {
+                cluster_id: "sw".into(),
+                node_id: format!("s{}", i + 1),
+                is_manager: i == 0,
+                is_leader: i == 0,
+                remote_managers: vec![],
+            });
+        }
+        let views: Vec<SwarmNodeView> = (1..=4)
+            .map(|i| SwarmNodeView {
+                id: format!("s{i}"),
+                hostname: format!("pc-{i}"),
+                is_manager: i == 1,
+                ready: true,
+                mount_label: (i != 4).then(|| "mounted".to_string()),
+            })
+            .collect();
+        let p = plan(&Ctx {
+            me: &nodes[0],
+            peers: &nodes[1..],
+            expected: 4,
+            majority_timeout: false,
+            brick_path: BRICK,
+            swarm_nodes: Some(&views),
+            probed_back: &HashSet::new(),
+        });
+        assert_eq!(p.phase, Phase::Steady);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Promote("s2".into()),
+                Action::Promote("s3".into()),
+                Action::Label("s4".into(), "mounted".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn late_node_raises_replica_below_four_only() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        for n in nodes.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3], true));
+        }
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(p.actions.contains(&Action::AddBrick {
+            replica: 4,
+            brick: format!("pc-4:{BRICK}")
+        }));
+        for n in nodes.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3, 4], true));
+        }
+        let mut five: Vec<NodeSummary> = (1..=5).map(node).collect();
+        pool(&mut five, &[1, 2, 3, 4, 5]);
+        for n in five.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3, 4], true));
+        }
+        let p = run(&five[0], &five[1..]);
+        assert!(!p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AddBrick { .. })));
+        // But the fifth node's address is allowed.
+        assert!(p.actions.iter().any(
+            |a| matches!(a, Action::SetOption(k, v) if k == "auth.allow" && v.contains("10.0.0.5"))
+        ));
+    }
+}

@@ -1,0 +1,167 @@
+//! The `firstboot-agent` command line. Each subcommand parses its arguments and calls one library function.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use firstboot_agent::config::{ClusterConfig, INSTALLED_CONFIG_PATH};
+use firstboot_agent::disk::{self, PrepareOptions, StopPoint, STOP_AFTER_ENV};
+use firstboot_agent::identity::NodeIdentity;
+use firstboot_agent::services::{self, ServiceOptions};
+use firstboot_agent::state::StateStore;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Runs on every Pi of the cluster: prepares the card, forms the cluster, serves the status page.
+#[derive(Debug, Parser)]
+#[command(name = "firstboot-agent", version)]
+pub struct Cli {
+    /// The cluster config.
+    #[arg(long, global = true, env = "FIRSTBOOT_AGENT_CONFIG", default_value = INSTALLED_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Where the agent keeps its state (default: the config's agent.state_dir).
+    #[arg(long, global = true, env = "FIRSTBOOT_AGENT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make the brick partition (last brick_share of the card), grow root, make and mount the brick XFS.
+    PrepareDisk(PrepareDiskArgs),
+    /// Make sure glusterd and dockerd are installed and running.
+    EnsureServices(JsonArg),
+    /// Print this node's id and host name.
+    Identity(JsonArg),
+}
+
+/// `--json`.
+#[derive(Debug, clap::Args)]
+pub struct JsonArg {
+    /// Print JSON for programs.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `prepare-disk`.
+#[derive(Debug, clap::Args)]
+pub struct PrepareDiskArgs {
+    /// The whole-disk device (default: the disk holding /).
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// Show what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The fstab to record the brick mount in.
+    #[arg(long, default_value = "/etc/fstab")]
+    pub fstab: PathBuf,
+    /// Stop after a step, to test crash recovery (table, kernel, root, format-started, format, fstab, mount).
+    #[arg(long, env = STOP_AFTER_ENV, hide = true)]
+    pub stop_after: Option<StopPoint>,
+}
+
+fn load_config(path: &Path) -> Result<ClusterConfig> {
+    Ok(ClusterConfig::load(path)?)
+}
+
+fn open_state(cli: &Cli, config: &ClusterConfig) -> Result<StateStore> {
+    let dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.agent.state_dir.clone());
+    Ok(StateStore::open(&dir)?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn prepare_disk(cli: &Cli, args: &PrepareDiskArgs) -> Result<()> {
+    let config = load_config(&cli.config)?;
+    let store = open_state(cli, &config)?;
+    let opts = PrepareOptions {
+        device: args.device.clone(),
+        dry_run: args.dry_run,
+        fstab: args.fstab.clone(),
+        stop_after: args.stop_after,
+    };
+    let report = disk::prepare_disk(&config, &store, &opts)?;
+    if args.json {
+        print_json(&report)
+    } else {
+        print!("{}", report.to_text());
+        Ok(())
+    }
+}
+
+fn ensure_services(cli: &Cli, args: &JsonArg) -> Result<()> {
+    let config = load_config(&cli.config)?;
+    let report = services::ensure_services(&ServiceOptions::for_config(&config))?;
+    if args.json {
+        return print_json(&report);
+    }
+    for s in &report.services {
+        println!("{}: running ({})", s.name, s.detail);
+    }
+    Ok(())
+}
+
+fn identity(cli: &Cli, args: &JsonArg) -> Result<()> {
+    let prefix = match load_config(&cli.config) {
+        Ok(c) => c.agent.hostname_prefix,
+        Err(_) if !cli.config.exists() => "picluster".to_string(),
+        Err(e) => return Err(e),
+    };
+    let id = NodeIdentity::detect(&prefix)?;
+    if args.json {
+        return print_json(&id);
+    }
+    println!("{} {} ({:?})", id.node_id, id.hostname, id.source);
+    Ok(())
+}
+
+/// Parses the command line, runs the subcommand, prints errors to stderr.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::PrepareDisk(a) => prepare_disk(&cli, a),
+        Command::EnsureServices(a) => ensure_services(&cli, a),
+        Command::Identity(a) => identity(&cli, a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("firstboot-agent: error: {}", error_text(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, skipping a cause whose text the message before it already holds.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
+}

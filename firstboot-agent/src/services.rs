@@ -1,0 +1,543 @@
+//! glusterd and dockerd: installed, enabled and running before formation.
+//!
+//! With systemd (PID 1, `/run/systemd/system` exists) the units are checked with `systemctl is-active` and started
+//! with `systemctl enable --now`. Without systemd (the lab, where each node's daemons are started by the lab) the
+//! daemons are checked directly: glusterd answers `gluster --xml pool list` on its socket, dockerd answers
+//! `GET /_ping` on its socket. Missing packages are installed from `.deb` files carried on the boot partition
+//! (`agent.packages_dir`) when there are any, else with `apt-get`; when neither works the error says so.
+
+use crate::config::ClusterConfig;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The Debian packages the cluster needs.
+pub const PACKAGES: &[&str] = &[
+    "glusterfs-server",
+    "glusterfs-client",
+    "docker.io",
+    "xfsprogs",
+];
+
+/// Errors of `ensure_services`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Packages are missing and could not be installed.
+    #[error(
+        "missing packages {missing:?} could not be installed: {why}. Carry the .deb files on the boot partition \
+         (config agent.packages_dir) or connect the Pi to a network with a Debian mirror"
+    )]
+    Install {
+        /// The packages still missing.
+        missing: Vec<String>,
+        /// What was tried and how it failed.
+        why: String,
+    },
+    /// A service is not running (and could not be started).
+    #[error("{service} is not running: {detail}")]
+    NotRunning {
+        /// `glusterd` or `dockerd`.
+        service: String,
+        /// What was seen.
+        detail: String,
+    },
+}
+
+/// How services are checked and started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Manager {
+    /// systemd is PID 1: systemctl.
+    Systemd,
+    /// No systemd: the daemons are checked directly and must be started by someone else.
+    Direct,
+}
+
+/// Options for `ensure_services`; the defaults are the real system's paths and tools.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// `None`: detect (`/run/systemd/system`).
+    pub manager: Option<Manager>,
+    /// Directories searched for the programs that show a package is installed.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Directory of `.deb` files to install offline.
+    pub packages_dir: Option<PathBuf>,
+    /// Allow installing missing packages.
+    pub install: bool,
+    /// `dpkg` program.
+    pub dpkg: PathBuf,
+    /// `apt-get` program.
+    pub apt_get: PathBuf,
+    /// `systemctl` program.
+    pub systemctl: PathBuf,
+    /// `gluster` CLI program.
+    pub gluster: PathBuf,
+    /// glusterd's socket.
+    pub glusterd_socket: PathBuf,
+    /// dockerd's API socket.
+    pub docker_socket: PathBuf,
+    /// How long to wait for a service to come up after starting it.
+    pub start_timeout: Duration,
+}
+
+impl ServiceOptions {
+    /// Defaults for this system, with `packages_dir` from the config.
+    pub fn for_config(config: &ClusterConfig) -> Self {
+        let docker_socket = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/run/docker.sock"));
+        ServiceOptions {
+            manager: None,
+            bin_dirs: [
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+            packages_dir: config.agent.packages_dir.clone(),
+            install: true,
+            dpkg: "dpkg".into(),
+            apt_get: "apt-get".into(),
+            systemctl: "systemctl".into(),
+            gluster: "gluster".into(),
+            glusterd_socket: "/run/glusterd.socket".into(),
+            docker_socket,
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The state of one service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceStatus {
+    /// `glusterd` or `dockerd`.
+    pub name: String,
+    /// Whether it answers.
+    pub running: bool,
+    /// How it was checked and what was seen.
+    pub detail: String,
+    /// Whether this run started it.
+    pub started: bool,
+}
+
+/// What `ensure_services` found and did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServicesReport {
+    /// systemd or direct checks.
+    pub manager: Manager,
+    /// Packages installed by this run.
+    pub installed: Vec<String>,
+    /// How they were installed (`dpkg -i DIR/*.deb`, `apt-get install`).
+    pub install_method: Option<String>,
+    /// Each service.
+    pub services: Vec<ServiceStatus>,
+}
+
+impl ServicesReport {
+    /// Whether every service runs.
+    pub fn ready(&self) -> bool {
+        self.services.iter().all(|s| s.running)
+    }
+}
+
+/// The program that shows a package is installed.
+fn package_program(package: &str) -> &'static str {
+    match package {
+        "glusterfs-server" => "glusterd",
+        "glusterfs-client" => "mount.glusterfs",
+        "docker.io" => "dockerd",
+        "xfsprogs" => "mkfs.xfs",
+        _ => "",
+    }
+}
+
+/// Packages whose program is found in none of `bin_dirs`.
+pub fn missing_packages(bin_dirs: &[PathBuf]) -> Vec<String> {
+    PACKAGES
+        .iter()
+        .filter(|p| {
+            let prog = package_program(p);
+            !bin_dirs.iter().any(|d| d.join(prog).is_file())
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Detects whether systemd manages this system.
+pub fn detect_manager() -> Manager {
+    if Path::new("/run/systemd/system").is_dir() {
+        Manager::Systemd
+    } else {
+        Manager::Direct
+    }
+}
+
+fn run(program: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.trim().lines().rev().take(4).collect();
+        Err(format!(
+            "`{} {}` failed ({}): {}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        ))
+    }
+}
+
+/// Installs missing packages: `.deb` files from `packages_dir` first, then `apt-get`.
+fn install(opts: &ServiceOptions, report: &mut ServicesReport) -> Result<(), ServiceError> {
+    let missing = missing_packages(&opts.bin_dirs);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !opts.install {
+        return Err(ServiceError::Install {
+            missing,
+            why: "installing is turned off".into(),
+        });
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = &opts.packages_dir {
+        let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        debs.sort();
+        if debs.is_empty() {
+            tried.push(format!("no .deb files in {}", dir.display()));
+        } else {
+            tracing::info!(
+                "installing {} .deb files from {}",
+                debs.len(),
+                dir.display()
+            );
+            let mut args = vec!["-i".to_string()];
+            args.extend(debs.iter().map(|p| p.to_string_lossy().into_owned()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match run(&opts.dpkg, &args) {
+                Ok(_) => report.install_method = Some(format!("dpkg -i {}/*.deb", dir.display())),
+                Err(e) => tried.push(e),
+            }
+        }
+    }
+    let still = missing_packages(&opts.bin_dirs);
+    if !still.is_empty() {
+        tracing::info!("installing {still:?} with apt-get");
+        let mut args = vec!["install", "-y", "--no-install-recommends"];
+        args.extend(still.iter().map(String::as_str));
+        let apt = run(&opts.apt_get, &["update"]).and_then(|_| run(&opts.apt_get, &args));
+        match apt {
+            Ok(_) => report.install_method = Some("apt-get install".into()),
+            Err(e) => tried.push(e),
+        }
+    }
+    let left = missing_packages(&opts.bin_dirs);
+    report.installed = missing.into_iter().filter(|p| !left.contains(p)).collect();
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::Install {
+            missing: left,
+            why: tried.join("; "),
+        })
+    }
+}
+
+/// Asks glusterd whether it answers: its socket accepts, and `gluster --xml pool list` succeeds.
+pub fn glusterd_alive(opts: &ServiceOptions) -> Result<String, String> {
+    UnixStream::connect(&opts.glusterd_socket)
+        .map_err(|e| format!("{}: {e}", opts.glusterd_socket.display()))?;
+    let out = run(&opts.gluster, &["--mode=script", "--xml", "pool", "list"])?;
+    if out.contains("<opRet>0</opRet>") {
+        Ok(format!(
+            "answers `gluster --xml pool list` on {}",
+            opts.glusterd_socket.display()
+        ))
+    } else {
+        Err("`gluster --xml pool list` did not report success".into())
+    }
+}
+
+/// Asks dockerd whether it answers `GET /_ping` on its socket.
+pub fn dockerd_alive(socket: &Path) -> Result<String, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let status_ok = resp
+        .lines()
+        .next()
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
+    if status_ok && resp.trim_end().ends_with("OK") {
+        Ok(format!("answers GET /_ping on {}", socket.display()))
+    } else {
+        Err(format!(
+            "{} answered {:?}",
+            socket.display(),
+            resp.lines().next().unwrap_or("")
+        ))
+    }
+}
+
+/// Polls `check` until it succeeds or `timeout` passes; returns the last result.
+fn poll(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<String, String>,
+) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = check();
+        if r.is_ok() || Instant::now() >= deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Makes sure the packages are installed and glusterd and dockerd run (see the module documentation).
+pub fn ensure_services(opts: &ServiceOptions) -> Result<ServicesReport, ServiceError> {
+    let manager = opts.manager.unwrap_or_else(detect_manager);
+    let mut report = ServicesReport {
+        manager,
+        installed: Vec::new(),
+        install_method: None,
+        services: Vec::new(),
+    };
+    install(opts, &mut report)?;
+    type Check<'a> = Box<dyn Fn() -> Result<String, String> + 'a>;
+    let services: [(&str, &str, Check); 2] = [
+        (
+            "glusterd",
+            "glusterd.service",
+            Box::new(|| glusterd_alive(opts)),
+        ),
+        (
+            "dockerd",
+            "docker.service",
+            Box::new(|| dockerd_alive(&opts.docker_socket)),
+        ),
+    ];
+    for (name, unit, check) in services {
+        let mut started = false;
+        let result = match manager {
+            Manager::Systemd => {
+                let active = run(&opts.systemctl, &["is-active", "--quiet", unit]).is_ok();
+                let enabled = run(&opts.systemctl, &["is-enabled", "--quiet", unit]).is_ok();
+                if !active || !enabled {
+                    tracing::info!("systemctl enable --now {unit}");
+                    if let Err(e) = run(&opts.systemctl, &["enable", "--now", unit]) {
+                        return Err(ServiceError::NotRunning {
+                            service: name.into(),
+                            detail: e,
+                        });
+                    }
+                    started = !active;
+                }
+                poll(opts.start_timeout, &*check)
+            }
+            Manager::Direct => check().map_err(|e| {
+                format!("{e} (no systemd here to start it: start {name} first; in the lab the lab starts it)")
+            }),
+        };
+        match result {
+            Ok(detail) => report.services.push(ServiceStatus {
+                name: name.into(),
+                running: true,
+                detail,
+                started,
+            }),
+            Err(detail) => {
+                return Err(ServiceError::NotRunning {
+                    service: name.into(),
+                    detail,
+                })
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn opts(dir: &Path) -> ServiceOptions {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        ServiceOptions {
+            manager: Some(Manager::Direct),
+            bin_dirs: vec![bin.clone()],
+            packages_dir: None,
+            install: true,
+            dpkg: script(dir, "dpkg", "exit 1"),
+            apt_get: script(
+                dir,
+                "apt-get",
+                "echo 'E: Unable to locate package' >&2; exit 100",
+            ),
+            systemctl: script(dir, "systemctl", "exit 1"),
+            gluster: script(
+                dir,
+                "gluster",
+                "echo '<cliOutput><opRet>0</opRet></cliOutput>'",
+            ),
+            glusterd_socket: dir.join("glusterd.socket"),
+            docker_socket: dir.join("docker.sock"),
+            start_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn install_all(o: &ServiceOptions) {
+        for p in PACKAGES {
+            script(&o.bin_dirs[0], package_program(p), "true");
+        }
+    }
+
+    #[test]
+    fn missing_packages_without_any_source_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        let o = opts(d.path());
+        let err = ensure_services(&o).unwrap_err().to_string();
+        assert!(
+            err.contains("glusterfs-server") && err.contains("docker.io"),
+            "{err}"
+        );
+        assert!(err.contains("Unable to locate package"), "{err}");
+        assert!(err.contains("packages_dir"), "{err}");
+    }
+
+    #[test]
+    fn debs_from_the_boot_partition_are_installed_first() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(d.path());
+        let debs = d.path().join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        std::fs::write(debs.join("glusterfs-server.deb"), "x").unwrap();
+        o.packages_dir = Some(debs);
+        // The fake dpkg "installs" every program.
+        let bin = o.bin_dirs[0].display().to_string();
+        o.dpkg = script(
+            d.path(),
+            "dpkg",
+            &format!(
+                "echo \"$@\" > {0}/../dpkg.args; for p in glusterd mount.glusterfs dockerd mkfs.xfs; do \
+                 printf '#!/bin/sh\\n' > {0}/$p; chmod +x {0}/$p; done",
+                bin
+            ),
+        );
+        let err = ensure_services(&o).unwrap_err();
+        // Installed, but glusterd does not run here: that is the next error, and it says how it was checked.
+        assert!(
+            matches!(err, ServiceError::NotRunning { ref service, .. } if service == "glusterd"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("glusterd.socket"), "{err}");
+        let args = std::fs::read_to_string(d.path().join("dpkg.args")).unwrap();
+        assert!(
+            args.starts_with("-i ") && args.contains("glusterfs-server.deb"),
+            "{args}"
+        );
+        assert!(missing_packages(&o.bin_dirs).is_empty());
+    }
+
+    #[test]
+    fn direct_checks_see_running_daemons() {
+        let d = tempfile::tempdir().unwrap();
+        let o = opts(d.path());
+        install_all(&o);
+        let _gl = UnixListener::bind(&o.glusterd_socket).unwrap();
+        let dock = UnixListener::bind(&o.docker_socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = dock.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let n = c.read(&mut buf).unwrap();
+            assert!(std::str::from_utf8(&buf[..n])
+                .unwrap()
+                .starts_with("GET /_ping"));
+            c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+                .unwrap();
+        });
+        let report = ensure_services(&o).unwrap();
+        server.join().unwrap();
+        assert!(report.ready());
+        assert_eq!(report.manager, Manager::Direct);
+        assert_eq!(report.services.len(), 2);
+        assert!(report.installed.is_empty());
+    }
+
+    #[test]
+    fn dockerd_down_is_reported_with_the_socket() {
+        let d = tempfile::tempdir().unwrap();
+        let o = opts(d.path());
+        install_all(&o);
+        let _gl = UnixListener::bind(&o.glusterd_socket).unwrap();
+        let err = ensure_services(&o).unwrap_err().to_string();
+        assert!(
+            err.contains("dockerd") && err.contains("docker.sock"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn systemd_units_are_enabled_and_started() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(d.path());
+        install_all(&o);
+        o.manager = Some(Manager::Systemd);
+        let log = d.path().join("systemctl.log");
+        o.systemctl = script(
+            d.path(),
+            "systemctl",
+            &format!(
+                "echo \"$@\" >> {}; case \"$1\" in is-*) exit 3;; esac; exit 0",
+                log.display()
+            ),
+        );
+        let _gl = UnixListener::bind(&o.glusterd_socket).unwrap();
+        let dock = UnixListener::bind(&o.docker_socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = dock.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = c.read(&mut buf).unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\n\r\nOK").unwrap();
+        });
+        let report = ensure_services(&o).unwrap();
+        server.join().unwrap();
+        assert!(report.services.iter().all(|s| s.started));
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert!(calls.contains("enable --now glusterd.service"), "{calls}");
+        assert!(calls.contains("enable --now docker.service"), "{calls}");
+    }
+}

@@ -452,3 +452,39 @@ fn down_cleans_up_after_lost_state() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn cut_is_a_dead_peer_for_gluster_and_heal_brings_it_back() -> anyhow::Result<()> {
+    if !require_root("lab_smoke::cut_and_heal") {
+        return Ok(());
+    }
+    let lab = Lab::up(LabOptions::new(2).no_agent())?;
+    let ip2 = lab.ip("node2")?;
+    lab.exec_ok("node1", &["gluster", "peer", "probe", &ip2])?;
+    wait_until(Duration::from_secs(30), "a pool of 2", || {
+        Ok(connected_peers(&lab, "node1")? == 2 && connected_peers(&lab, "node2")? == 2)
+    })?;
+    lab.cut("node2")?;
+    assert_eq!(lab.status()?["nodes"][1]["state"], "cut");
+    let cut_at = Instant::now();
+    // No RST crosses a pulled cable: glusterd notices by TCP keepalive (about 26 s seen here).
+    wait_until(
+        Duration::from_secs(90),
+        "node1 to see node2 disconnected",
+        || Ok(connected_peers(&lab, "node1")? == 1),
+    )?;
+    eprintln!("node1 saw node2 disconnected after {:?}", cut_at.elapsed());
+    // node2 is alive behind its cable: its own glusterd still answers.
+    assert!(connected_peers(&lab, "node2")? >= 1);
+    lab.heal("node2")?;
+    let healed_at = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "node1 to see node2 connected again",
+        || Ok(connected_peers(&lab, "node1")? == 2),
+    )?;
+    eprintln!("reconnected {:?} after heal", healed_at.elapsed());
+    assert_eq!(lab.status()?["nodes"][1]["state"], "running");
+    lab.down()?;
+    Ok(())
+}

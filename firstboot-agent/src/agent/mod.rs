@@ -108,6 +108,7 @@ struct Agent {
     probed_back: HashSet<String>,
     last_service_kick: Option<Instant>,
     peer_summaries: Vec<NodeSummary>,
+    swarm_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the agent until the process is stopped.
@@ -160,6 +161,7 @@ pub async fn run(
         probed_back: HashSet::new(),
         last_service_kick: None,
         peer_summaries: Vec::new(),
+        swarm_task: None,
         config,
         identity,
         options,
@@ -372,8 +374,9 @@ impl Agent {
         std::fs::create_dir_all(self.config.brick_path()).is_ok()
     }
 
-    /// Reads this node's real state. Also returns the Swarm nodes when this node is the Swarm leader.
-    async fn observe(&mut self) -> (NodeSummary, Option<Vec<SwarmNodeView>>) {
+    /// Reads this node's real state and fetches the peers' summaries, all at once. Also returns the Swarm nodes
+    /// when this node is the Swarm leader.
+    async fn observe(&mut self) -> (NodeSummary, Option<Vec<SwarmNodeView>>, Vec<NodeSummary>) {
         let mut s = NodeSummary {
             node_id: self.identity.node_id.clone(),
             hostname: self.identity.hostname.clone(),
@@ -384,132 +387,26 @@ impl Agent {
             brick_ready: self.brick_ready(),
             ..Default::default()
         };
-        match self.gluster.pool_list().await {
-            Ok(pool) => {
-                s.glusterd_ok = true;
-                s.gluster_uuid = pool.iter().find(|p| p.is_self).map(|p| p.uuid.clone());
-                s.pool = pool
-                    .into_iter()
-                    .map(|p| PoolMember {
-                        uuid: p.uuid,
-                        hostname: p.hostname,
-                        connected: p.connected || p.is_self,
-                    })
-                    .collect();
-            }
-            Err(e) => tracing::debug!("gluster pool list: {e}"),
+        let docker = self.docker().await;
+        s.dockerd_ok = docker.is_some();
+        let vol = self.config.storage.volume_name.clone();
+        let mp = self.config.storage.mount_point.clone();
+        let ((glusterd_ok, uuid, pool, volume), mounted, (swarm, views, tokens), peers) = tokio::join!(
+            read_gluster(&self.gluster, &vol),
+            read_mount(&mp),
+            read_swarm(docker.as_ref(), self.addr),
+            poll_peers(&self.client, &self.peers),
+        );
+        s.glusterd_ok = glusterd_ok;
+        s.gluster_uuid = uuid;
+        s.pool = pool;
+        s.volume = volume;
+        s.mounted = mounted;
+        s.swarm = swarm;
+        if s.dockerd_ok {
+            *self.shared.tokens.write().expect("tokens lock") = tokens;
         }
-        if s.glusterd_ok {
-            match self
-                .gluster
-                .volume_info(&self.config.storage.volume_name)
-                .await
-            {
-                Ok(Some(v)) => {
-                    s.volume = Some(VolumeBrief {
-                        name: v.name,
-                        id: v.id,
-                        replica: v.replica_count,
-                        bricks: v.bricks.iter().map(|b| b.spec()).collect(),
-                        started: v.status == VolumeState::Started,
-                        options: v.options,
-                    })
-                }
-                Ok(None) => {}
-                Err(e) => tracing::debug!("gluster volume info: {e}"),
-            }
-        }
-        s.mounted = mount::is_mounted(&self.config.storage.mount_point).await
-            && mount::mount_entry(&self.config.storage.mount_point)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.fstype.contains("glusterfs"));
-        let mut views = None;
-        if let Some(d) = self.docker().await {
-            s.dockerd_ok = true;
-            match d.swarm_state().await {
-                Ok(st)
-                    if matches!(
-                        st.local_state,
-                        LocalNodeState::Active | LocalNodeState::Pending
-                    ) =>
-                {
-                    let mut brief = SwarmBrief {
-                        cluster_id: st.swarm_id.clone().unwrap_or_default(),
-                        node_id: st.node_id.clone().unwrap_or_default(),
-                        is_manager: st.is_manager,
-                        is_leader: false,
-                        remote_managers: st.remote_managers.clone(),
-                    };
-                    if st.is_manager {
-                        if let Ok(nodes) = d.nodes().await {
-                            brief.is_leader =
-                                nodes.iter().any(|n| n.leader && n.id == brief.node_id);
-                            if brief.is_leader {
-                                views = Some(
-                                    nodes
-                                        .iter()
-                                        .map(|n| SwarmNodeView {
-                                            id: n.id.clone(),
-                                            hostname: n.hostname.clone(),
-                                            is_manager: n.role == NodeRole::Manager,
-                                            ready: n.state == NodeState::Ready,
-                                            mount_label: n.labels.get(MOUNT_LABEL).cloned(),
-                                        })
-                                        .collect(),
-                                );
-                            }
-                        }
-                        match d.join_tokens().await {
-                            Ok(t) => {
-                                *self.shared.tokens.write().expect("tokens lock") =
-                                    Some(JoinTokens {
-                                        worker: t.worker,
-                                        manager: t.manager,
-                                        remote_addrs: vec![format!("{}:2377", self.addr)],
-                                    })
-                            }
-                            Err(e) => tracing::debug!("join tokens: {e}"),
-                        }
-                    } else {
-                        *self.shared.tokens.write().expect("tokens lock") = None;
-                    }
-                    s.swarm = Some(brief);
-                }
-                Ok(_) => *self.shared.tokens.write().expect("tokens lock") = None,
-                Err(e) => tracing::debug!("swarm state: {e}"),
-            }
-        }
-        (s, views)
-    }
-
-    /// Fetches every known peer's summary concurrently (each bounded by the client's timeouts).
-    async fn poll_peers(&mut self) -> Vec<NodeSummary> {
-        let mut set = tokio::task::JoinSet::new();
-        for p in self.peers.all() {
-            let client = self.client.clone();
-            let a = p.announcement;
-            set.spawn(async move {
-                let r = client
-                    .summary(SocketAddr::new(a.addr.into(), a.api_port))
-                    .await;
-                (a.node_id, r)
-            });
-        }
-        let mut out = Vec::new();
-        while let Some(res) = set.join_next().await {
-            let Ok((node_id, r)) = res else { continue };
-            match r {
-                Ok(s) if s.node_id == node_id => {
-                    self.peers.touch(&node_id, unix_now());
-                    out.push(s);
-                }
-                Ok(_) => tracing::warn!(node = %node_id, "peer answered with another node id"),
-                Err(e) => tracing::debug!(node = %node_id, "summary: {e}"),
-            }
-        }
-        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        out
+        (s, views, peers)
     }
 
     fn update_hosts(&self) {
@@ -524,17 +421,16 @@ impl Agent {
 
     /// One reconcile round; returns whether it did something (then the next comes sooner).
     async fn tick(&mut self) -> bool {
-        let (me, swarm_nodes) = self.observe().await;
+        let (me, swarm_nodes, peers) = self.observe().await;
         *self.shared.summary.write().expect("summary lock") = me.clone();
         if !me.glusterd_ok || !me.dockerd_ok {
             self.kick_services().await;
         }
-        self.peer_summaries = self.poll_peers().await;
+        self.peer_summaries = peers.clone();
         self.update_hosts();
         let majority_timeout =
             self.started.elapsed() >= Duration::from_secs(self.config.agent.majority_wait_secs);
         let brick_path = self.config.brick_path().display().to_string();
-        let peers = self.peer_summaries.clone();
         let p = plan::plan(&Ctx {
             me: &me,
             peers: &peers,
@@ -545,7 +441,8 @@ impl Agent {
             probed_back: &self.probed_back,
         });
         self.walk(p.phase, &p.detail);
-        let busy = !p.actions.is_empty() || p.phase != Phase::Steady;
+        let busy = !p.actions.is_empty() || !p.swarm_actions.is_empty() || p.phase != Phase::Steady;
+        self.spawn_swarm_actions(p.swarm_actions).await;
         for action in p.actions {
             tracing::info!(?action, "doing");
             if let Err(e) = self.execute(&action).await {
@@ -559,6 +456,28 @@ impl Agent {
         }
         self.publish_status();
         busy
+    }
+
+    /// Runs Swarm actions in the background (one batch at a time), beside the volume work.
+    async fn spawn_swarm_actions(&mut self, actions: Vec<Action>) {
+        if actions.is_empty() || self.swarm_task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let Some(docker) = self.docker().await else {
+            return;
+        };
+        let client = self.client.clone();
+        let peers = self.peers.clone();
+        let addr = self.addr;
+        self.swarm_task = Some(tokio::spawn(async move {
+            for action in actions {
+                tracing::info!(?action, "doing");
+                if let Err(e) = swarm_action(&action, &docker, &client, &peers, addr).await {
+                    tracing::warn!(?action, "failed: {e:#}");
+                    break;
+                }
+            }
+        }));
     }
 
     async fn execute(&mut self, action: &Action) -> anyhow::Result<()> {
@@ -579,7 +498,17 @@ impl Agent {
                     r => r?,
                 }
             }
-            Action::SetOption(k, v) => self.gluster.volume_set(&vol, k, v).await?,
+            Action::SetOptions(options) => match options.as_slice() {
+                [(k, v)] => self.gluster.volume_set(&vol, k, v).await?,
+                _ => {
+                    // Several options in one glusterd transaction (each `volume set` costs about a second):
+                    // an option group file, applied with `volume set VOL group NAME`.
+                    let text: String = options.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                    std::fs::write(GROUP_FILE, text)
+                        .with_context(|| format!("writing the option group {GROUP_FILE}"))?;
+                    self.gluster.volume_set(&vol, "group", GROUP_NAME).await?
+                }
+            },
             Action::StartVolume => match self.gluster.volume_start(&vol, false).await {
                 Err(e) if e.is_already() => {}
                 r => r?,
@@ -597,36 +526,9 @@ impl Agent {
                     &mount::fstab_entry(servers, &vol, &mp),
                 )?;
             }
-            Action::SwarmInit => {
+            other => {
                 let d = self.docker().await.context("dockerd does not answer")?;
-                d.swarm_init(&self.addr.to_string(), SWARM_LISTEN).await?;
-            }
-            Action::SwarmJoin(node_id) => {
-                let peer = self
-                    .peers
-                    .get(node_id)
-                    .context("the manager left the peer table")?;
-                let a = peer.announcement;
-                let t = self
-                    .client
-                    .join_token(SocketAddr::new(a.addr.into(), a.api_port), "worker")
-                    .await?;
-                let d = self.docker().await.context("dockerd does not answer")?;
-                d.swarm_join(
-                    &self.addr.to_string(),
-                    SWARM_LISTEN,
-                    &t.remote_addrs,
-                    &t.token,
-                )
-                .await?;
-            }
-            Action::Promote(id) => {
-                let d = self.docker().await.context("dockerd does not answer")?;
-                d.set_node_role(id, NodeRole::Manager).await?;
-            }
-            Action::Label(id, value) => {
-                let d = self.docker().await.context("dockerd does not answer")?;
-                d.set_node_label(id, MOUNT_LABEL, value).await?;
+                swarm_action(other, &d, &self.client, &self.peers, self.addr).await?;
             }
         }
         Ok(())
@@ -731,4 +633,174 @@ impl Agent {
         };
         *self.shared.status.write().expect("status lock") = status;
     }
+}
+
+/// Name of the option group file the agent writes (see [`Action::SetOptions`]).
+pub const GROUP_NAME: &str = "picluster-agent";
+/// Where glusterd reads option groups from.
+pub const GROUP_FILE: &str = "/var/lib/glusterd/groups/picluster-agent";
+
+async fn read_gluster(
+    gluster: &Gluster,
+    volume: &str,
+) -> (bool, Option<String>, Vec<PoolMember>, Option<VolumeBrief>) {
+    let pool = match gluster.pool_list().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!("gluster pool list: {e}");
+            return (false, None, Vec::new(), None);
+        }
+    };
+    let uuid = pool.iter().find(|p| p.is_self).map(|p| p.uuid.clone());
+    let members = pool
+        .into_iter()
+        .map(|p| PoolMember {
+            uuid: p.uuid,
+            hostname: p.hostname,
+            connected: p.connected || p.is_self,
+        })
+        .collect();
+    let vol = match gluster.volume_info(volume).await {
+        Ok(Some(v)) => Some(VolumeBrief {
+            name: v.name,
+            id: v.id,
+            replica: v.replica_count,
+            bricks: v.bricks.iter().map(|b| b.spec()).collect(),
+            started: v.status == VolumeState::Started,
+            options: v.options,
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::debug!("gluster volume info: {e}");
+            None
+        }
+    };
+    (true, uuid, members, vol)
+}
+
+async fn read_mount(mount_point: &std::path::Path) -> bool {
+    mount::is_mounted(mount_point).await
+        && mount::mount_entry(mount_point)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.fstype.contains("glusterfs"))
+}
+
+async fn read_swarm(
+    docker: Option<&Docker>,
+    addr: Ipv4Addr,
+) -> (
+    Option<SwarmBrief>,
+    Option<Vec<SwarmNodeView>>,
+    Option<JoinTokens>,
+) {
+    let Some(d) = docker else {
+        return (None, None, None);
+    };
+    let st = match d.swarm_state().await {
+        Ok(st) => st,
+        Err(e) => {
+            tracing::debug!("swarm state: {e}");
+            return (None, None, None);
+        }
+    };
+    if !matches!(
+        st.local_state,
+        LocalNodeState::Active | LocalNodeState::Pending
+    ) {
+        return (None, None, None);
+    }
+    let mut brief = SwarmBrief {
+        cluster_id: st.swarm_id.clone().unwrap_or_default(),
+        node_id: st.node_id.clone().unwrap_or_default(),
+        is_manager: st.is_manager,
+        is_leader: false,
+        remote_managers: st.remote_managers.clone(),
+    };
+    if !st.is_manager {
+        return (Some(brief), None, None);
+    }
+    let (nodes, tokens) = tokio::join!(d.nodes(), d.join_tokens());
+    let mut views = None;
+    if let Ok(nodes) = nodes {
+        brief.is_leader = nodes.iter().any(|n| n.leader && n.id == brief.node_id);
+        if brief.is_leader {
+            views = Some(
+                nodes
+                    .iter()
+                    .map(|n| SwarmNodeView {
+                        id: n.id.clone(),
+                        hostname: n.hostname.clone(),
+                        is_manager: n.role == NodeRole::Manager,
+                        ready: n.state == NodeState::Ready,
+                        mount_label: n.labels.get(MOUNT_LABEL).cloned(),
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let tokens = tokens.ok().map(|t| JoinTokens {
+        worker: t.worker,
+        manager: t.manager,
+        remote_addrs: vec![format!("{addr}:2377")],
+    });
+    (Some(brief), views, tokens)
+}
+
+/// Fetches every known peer's summary concurrently (each bounded by the client's timeouts).
+async fn poll_peers(client: &PeerClient, peers: &PeerTable) -> Vec<NodeSummary> {
+    let mut set = tokio::task::JoinSet::new();
+    for p in peers.all() {
+        let client = client.clone();
+        let a = p.announcement;
+        set.spawn(async move {
+            let r = client
+                .summary(SocketAddr::new(a.addr.into(), a.api_port))
+                .await;
+            (a.node_id, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(res) = set.join_next().await {
+        let Ok((node_id, r)) = res else { continue };
+        match r {
+            Ok(s) if s.node_id == node_id => {
+                peers.touch(&node_id, unix_now());
+                out.push(s);
+            }
+            Ok(_) => tracing::warn!(node = %node_id, "peer answered with another node id"),
+            Err(e) => tracing::debug!(node = %node_id, "summary: {e}"),
+        }
+    }
+    out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    out
+}
+
+async fn swarm_action(
+    action: &Action,
+    d: &Docker,
+    client: &PeerClient,
+    peers: &PeerTable,
+    addr: Ipv4Addr,
+) -> anyhow::Result<()> {
+    match action {
+        Action::SwarmInit => {
+            d.swarm_init(&addr.to_string(), SWARM_LISTEN).await?;
+        }
+        Action::SwarmJoin(node_id) => {
+            let peer = peers
+                .get(node_id)
+                .context("the manager left the peer table")?;
+            let a = peer.announcement;
+            let t = client
+                .join_token(SocketAddr::new(a.addr.into(), a.api_port), "worker")
+                .await?;
+            d.swarm_join(&addr.to_string(), SWARM_LISTEN, &t.remote_addrs, &t.token)
+                .await?;
+        }
+        Action::Promote(id) => d.set_node_role(id, NodeRole::Manager).await?,
+        Action::Label(id, value) => d.set_node_label(id, MOUNT_LABEL, value).await?,
+        other => anyhow::bail!("{other:?} is not a Swarm action"),
+    }
+    Ok(())
 }

@@ -1,12 +1,13 @@
 //! The `firstboot-agent` command line. Each subcommand parses its arguments and calls one library function.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use firstboot_agent::config::{ClusterConfig, INSTALLED_CONFIG_PATH};
 use firstboot_agent::disk::{self, PrepareOptions, StopPoint, STOP_AFTER_ENV};
 use firstboot_agent::identity::NodeIdentity;
 use firstboot_agent::services::{self, ServiceOptions};
 use firstboot_agent::state::StateStore;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -112,7 +113,7 @@ fn prepare_disk(cli: &Cli, args: &PrepareDiskArgs) -> Result<()> {
         fstab: args.fstab.clone(),
         stop_after: args.stop_after,
     };
-    let report = disk::prepare_disk(&config, &store, &opts).context("prepare-disk failed")?;
+    let report = disk::prepare_disk(&config, &store, &opts)?;
     if args.json {
         print_json(&report)
     } else {
@@ -170,6 +171,7 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -185,8 +187,23 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("firstboot-agent: error: {e:#}");
+            eprintln!("firstboot-agent: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, skipping a cause whose text the message before it already holds.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
 }

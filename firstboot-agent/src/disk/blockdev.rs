@@ -184,7 +184,7 @@ impl Disk {
                 Some(t) if t.start == k.start => {}
                 _ => {
                     self.blkpg(&file, BLKPG_DEL_PARTITION, k.number, 0, 0)?;
-                    changed.push(format!("kernel: removed partition {}", k.number));
+                    changed.push(format!("remove partition {} from the kernel", k.number));
                 }
             }
         }
@@ -203,21 +203,21 @@ impl Disk {
                         t.sectors(),
                     )?;
                     changed.push(format!(
-                        "kernel: partition {} resized to {} sectors",
+                        "resize partition {} in the kernel to {} sectors",
                         t.number,
                         t.sectors()
                     ));
                 }
                 None => {
                     self.blkpg(&file, BLKPG_ADD_PARTITION, t.number, t.start, t.sectors())?;
-                    changed.push(format!("kernel: added partition {}", t.number));
+                    changed.push(format!("add partition {} to the kernel", t.number));
                 }
             }
         }
         for t in &table.parts {
             if ensure_node(&self.part_name(t.number), &self.part_path(t.number))? {
                 changed.push(format!(
-                    "made device node {}",
+                    "make device node {}",
                     self.part_path(t.number).display()
                 ));
             }

@@ -228,7 +228,10 @@ pub fn ensure_fstab(
     if dry_run {
         return Ok(true);
     }
-    let dir = fstab.parent().unwrap_or(Path::new("/"));
+    let dir = match fstab.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(".fstab.firstboot-agent.tmp");
     std::fs::write(&tmp, &new_text).map_err(io(format!("write {}", tmp.display())))?;
     if let Ok(meta) = std::fs::metadata(fstab) {

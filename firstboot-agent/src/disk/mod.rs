@@ -497,7 +497,7 @@ impl<'a> Prep<'a> {
             }
             self.act(
                 "mount",
-                format!("made the brick directory {}", brick_dir.display()),
+                format!("make the brick directory {}", brick_dir.display()),
             );
         }
         if !self.actions.is_empty() || self.state.disk.completed_at.is_none() {
@@ -554,7 +554,10 @@ impl<'a> Prep<'a> {
                     ));
                     self.act(
                         "format",
-                        format!("found existing XFS {uuid} on {}; kept", p3.display()),
+                        format!(
+                            "keep the existing XFS {uuid} on {} (not formatted)",
+                            p3.display()
+                        ),
                     );
                     self.state.disk.brick_fs_uuid = Some(uuid);
                     self.state.disk.made_brick_fs = ours;
@@ -639,7 +642,7 @@ impl<'a> Prep<'a> {
         }
         self.act(
             "mount",
-            format!("mounted {} on {}", p3.display(), mount.display()),
+            format!("mount {} on {}", p3.display(), mount.display()),
         );
         Ok(())
     }

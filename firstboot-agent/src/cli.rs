@@ -149,6 +149,7 @@ fn identity(cli: &Cli, args: &JsonArg) -> Result<()> {
 }
 
 fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
+    use anyhow::Context as _;
     let mut config = ClusterConfig::load(&cli.config)?;
     if let Some(dir) = &cli.state_dir {
         config.agent.state_dir = dir.clone();

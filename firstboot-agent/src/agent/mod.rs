@@ -447,7 +447,11 @@ impl Agent {
             swarm_nodes: swarm_nodes.as_deref(),
             probed_back: &self.probed_back,
         });
+        let before = self.phase();
         self.walk(p.phase, &p.detail);
+        if p.phase != before {
+            self.record_formation(&me);
+        }
         let busy = !p.actions.is_empty() || !p.swarm_actions.is_empty() || p.phase != Phase::Steady;
         self.spawn_swarm_actions(p.swarm_actions).await;
         for action in p.actions {
@@ -463,6 +467,28 @@ impl Agent {
         }
         self.publish_status();
         busy
+    }
+
+    /// Records the formation in the agent's state file (`formation`): the phase, the volume and swarm ids and
+    /// every transition with its time. For people and the benchmark only: decisions never read it back.
+    fn record_formation(&self, me: &NodeSummary) {
+        let (phase, records) = {
+            let log = self.log.read().expect("log lock");
+            (log.current(), log.records().to_vec())
+        };
+        let value = serde_json::json!({
+            "phase": phase.as_str(),
+            "volume_id": me.volume.as_ref().map(|v| v.id.clone()),
+            "swarm_id": me.swarm.as_ref().map(|s| s.cluster_id.clone()),
+            "gluster_uuid": me.gluster_uuid,
+            "updated_at_ms": now_ms(),
+            "transitions": records,
+        });
+        let result = crate::state::StateStore::open(&self.config.agent.state_dir)
+            .and_then(|store| store.update(|s| s.formation = value));
+        if let Err(e) = result {
+            tracing::warn!("recording the formation state: {e}");
+        }
     }
 
     /// Runs Swarm actions in the background (one batch at a time), beside the volume work.

@@ -488,3 +488,90 @@ fn cut_is_a_dead_peer_for_gluster_and_heal_brings_it_back() -> anyhow::Result<()
     lab.down()?;
     Ok(())
 }
+
+/// The agent binary the lab would start (`FIRSTBOOT_AGENT_BIN`, else the workspace's debug build), if it has `run`.
+fn agent_with_run() -> Option<std::path::PathBuf> {
+    let path = match std::env::var_os("FIRSTBOOT_AGENT_BIN") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            let out = std::process::Command::new("cargo")
+                .args(["metadata", "--format-version", "1", "--no-deps"])
+                .current_dir(cluster_tests::lab::repo_root())
+                .output()
+                .ok()?;
+            let meta: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            Path::new(meta["target_directory"].as_str()?).join("debug/firstboot-agent")
+        }
+    };
+    let help = std::process::Command::new(&path)
+        .args(["run", "--help"])
+        .output()
+        .ok()?;
+    help.status.success().then_some(path)
+}
+
+#[test]
+fn agent_prepares_each_card_and_forms_the_cluster_in_the_lab() -> anyhow::Result<()> {
+    if !require_root("lab_smoke::agent_in_the_lab") {
+        return Ok(());
+    }
+    let Some(agent) = agent_with_run() else {
+        eprintln!("SKIPPED lab_smoke::agent_in_the_lab: no firstboot-agent with a `run` subcommand (FIRSTBOOT_AGENT_BIN or the debug build)");
+        return Ok(());
+    };
+    // The default card: an image-builder image (or the marked fallback while the builder cannot build one).
+    let lab = Lab::up(LabOptions::new(3).agent(&agent))?;
+    eprintln!("ci/lab up of 3 nodes with agents took {:?}", lab.up_time());
+    let started = Instant::now();
+    let nodes = lab.node_names();
+    wait_until(
+        Duration::from_secs(180),
+        "the shared volume mounted on every node by the agents",
+        || {
+            for node in &nodes {
+                let fs = lab.exec(node, &["findmnt", "-n", "-o", "FSTYPE", "/mnt/shared"])?;
+                if String::from_utf8_lossy(&fs.stdout).trim() != "fuse.glusterfs" {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    eprintln!(
+        "volume mounted on all 3 nodes {:?} after the agents started",
+        started.elapsed()
+    );
+    let status = lab.status()?;
+    for (i, node) in nodes.iter().enumerate() {
+        // The agent's prepare-disk ran on this node's own card: partition 3 holds the XFS brick.
+        let card = status["nodes"][i]["card"]
+            .as_str()
+            .expect("card")
+            .to_string();
+        let brick = lab.exec_ok(
+            node,
+            &[
+                "findmnt",
+                "-n",
+                "-o",
+                "SOURCE,FSTYPE",
+                "/srv/gluster/brick1",
+            ],
+        )?;
+        assert_eq!(
+            brick.split_whitespace().collect::<Vec<_>>(),
+            [format!("{card}p3").as_str(), "xfs"],
+            "{node}"
+        );
+        // The first run installed the config from the card's boot partition, readable by root only.
+        let mode = lab.exec_ok(
+            node,
+            &["stat", "-c", "%a", "/etc/firstboot-agent/cluster.toml"],
+        )?;
+        assert_eq!(mode.trim(), "600", "{node}: cluster.toml mode");
+        // The API answers JSON on port 7780.
+        lab.api_get(node, 7780, "/api/status")?;
+    }
+    lab.down()?;
+    Ok(())
+}

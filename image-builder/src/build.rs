@@ -570,6 +570,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         _ => final_len,
     };
 
+    // Filesystem areas the bmap must map even where they hold zeros.
+    let used = {
+        let f: &File = match scratch.as_ref() {
+            Some(s) => s.as_file(),
+            None => raw_out.file(),
+        };
+        let fat = crate::fsmap::fat_used(f, p1.offset(), p1.len())?;
+        let ext = crate::fsmap::ext4_used(&raw_path, p2.offset())?;
+        crate::fsmap::union(&[&fat, &ext])
+    };
+
     // One pass: bmap checksums, output hash, compression.
     let written = match scratch.as_ref() {
         Some(s) => output::write_output(
@@ -577,9 +588,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             image_len,
             out_format,
             Some(raw_out.file_mut()),
+            &used,
             opts.progress,
         )?,
-        None => output::write_output(raw_out.file(), image_len, out_format, None, opts.progress)?,
+        None => output::write_output(
+            raw_out.file(),
+            image_len,
+            out_format,
+            None,
+            &used,
+            opts.progress,
+        )?,
     };
     drop(scratch);
     let mapped_bytes = written

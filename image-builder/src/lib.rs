@@ -10,6 +10,7 @@ pub mod elf;
 pub mod error;
 pub mod ext4;
 pub mod flash;
+pub mod fsmap;
 pub mod image;
 pub mod inspect;
 pub mod io;

@@ -51,15 +51,18 @@ impl Sink<'_> {
 }
 
 /// Reads `raw` (of `image_size` bytes) once: hashes each mapped block range for the bmap and either hashes the
-/// content (raw output: `dest` is `None`, the raw file is the output) or compresses it into `dest`.
+/// content (raw output: `dest` is `None`, the raw file is the output) or compresses it into `dest`. The bmap maps
+/// the file's data ranges plus `used` (filesystem areas that must be written even where they are zeros).
 pub fn write_output(
     raw: &File,
     image_size: u64,
     format: OutputFormat,
     dest: Option<&mut File>,
+    used: &[io::DataRange],
     progress: bool,
 ) -> Result<Written> {
     let data = io::data_ranges(raw).ctx(|| "cannot map the image's data ranges")?;
+    let data = crate::fsmap::union(&[&data, used]);
     let spans = bmap::block_ranges(&data, image_size);
     let bar = io::progress_bar(image_size, "write", progress);
     let mut sink = match (format, dest) {

@@ -22,14 +22,22 @@ fn refused(base: &Path, out_dir: &Path, extra: &[&str], expect: &[&str]) -> Stri
         args.extend(["--agent".into(), agent.display().to_string()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    let o = Command::new(bin()).arg("build").args(&args).output().unwrap();
+    let o = Command::new(bin())
+        .arg("build")
+        .args(&args)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(!o.status.success(), "build should fail: {args:?}");
     for e in expect {
         assert!(stderr.contains(e), "expected {e:?} in: {stderr}");
     }
     assert_eq!(fingerprint(base), before, "the base image changed");
-    assert_eq!(listing(out_dir), listing_before, "output or temporary files left: {stderr}");
+    assert_eq!(
+        listing(out_dir),
+        listing_before,
+        "output or temporary files left: {stderr}"
+    );
     stderr
 }
 
@@ -57,11 +65,24 @@ fn truncated_and_corrupt_compressed_input() {
     let head = t.path().join("head.img");
     extract(&base_image("bookworm"), 0, 8 << 20, &head);
     let xz = t.path().join("base.img.xz");
-    run_ok(Command::new("sh").arg("-c").arg(format!("xz -1 -c {} | head -c 20000 > {}", head.display(), xz.display())));
-    refused(&xz, &out, &[], &["corrupt or truncated", "xz", "base.img.xz"]);
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "xz -1 -c {} | head -c 20000 > {}",
+        head.display(),
+        xz.display()
+    )));
+    refused(
+        &xz,
+        &out,
+        &[],
+        &["corrupt or truncated", "xz", "base.img.xz"],
+    );
     // A gzip file with damaged bytes in the middle.
     let gz = t.path().join("base.img.gz");
-    run_ok(Command::new("sh").arg("-c").arg(format!("gzip -1 -c {} > {}", head.display(), gz.display())));
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "gzip -1 -c {} > {}",
+        head.display(),
+        gz.display()
+    )));
     let mut data = std::fs::read(&gz).unwrap();
     let mid = data.len() / 2;
     for b in &mut data[mid..mid + 64] {
@@ -71,7 +92,11 @@ fn truncated_and_corrupt_compressed_input() {
     refused(&gz, &out, &[], &["corrupt or truncated", "gzip"]);
     // A truncated zstd.
     let zst = t.path().join("base.img.zst");
-    run_ok(Command::new("sh").arg("-c").arg(format!("zstd -q -1 -c {} | head -c 30000 > {}", head.display(), zst.display())));
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "zstd -q -1 -c {} | head -c 30000 > {}",
+        head.display(),
+        zst.display()
+    )));
     refused(&zst, &out, &[], &["corrupt or truncated", "zstd"]);
 }
 
@@ -91,31 +116,86 @@ fn not_raspberry_pi_os() {
     let (t, out) = dirs();
     // No cmdline.txt on the FAT.
     let img = copy_base("bookworm", t.path(), "nocmdline.img");
-    run_ok(Command::new("mdel").arg("-i").arg(format!("{}@@{}", img.display(), 8192 * 512)).arg("::cmdline.txt"));
-    refused(&img, &out, &[], &["not a Raspberry Pi OS image", "cmdline.txt"]);
+    run_ok(
+        Command::new("mdel")
+            .arg("-i")
+            .arg(format!("{}@@{}", img.display(), 8192 * 512))
+            .arg("::cmdline.txt"),
+    );
+    refused(
+        &img,
+        &out,
+        &[],
+        &["not a Raspberry Pi OS image", "cmdline.txt"],
+    );
     // No config.txt.
     let img = copy_base("bookworm", t.path(), "noconfig.img");
-    run_ok(Command::new("mdel").arg("-i").arg(format!("{}@@{}", img.display(), 8192 * 512)).arg("::config.txt"));
-    refused(&img, &out, &[], &["not a Raspberry Pi OS image", "config.txt"]);
+    run_ok(
+        Command::new("mdel")
+            .arg("-i")
+            .arg(format!("{}@@{}", img.display(), 8192 * 512))
+            .arg("::config.txt"),
+    );
+    refused(
+        &img,
+        &out,
+        &[],
+        &["not a Raspberry Pi OS image", "config.txt"],
+    );
     // Partition 2 is not Linux.
     let img = copy_base("trixie", t.path(), "noroot.img");
-    run_ok(Command::new("sfdisk").args(["-q", "--part-type"]).arg(&img).args(["2", "7"]));
-    refused(&img, &out, &[], &["not a Raspberry Pi OS image", "partition 2", "not Linux"]);
+    run_ok(
+        Command::new("sfdisk")
+            .args(["-q", "--part-type"])
+            .arg(&img)
+            .args(["2", "7"]),
+    );
+    refused(
+        &img,
+        &out,
+        &[],
+        &["not a Raspberry Pi OS image", "partition 2", "not Linux"],
+    );
     // Partition 1 is not FAT.
     let img = copy_base("trixie", t.path(), "nofat.img");
-    run_ok(Command::new("sfdisk").args(["-q", "--part-type"]).arg(&img).args(["1", "83"]));
-    refused(&img, &out, &[], &["not a Raspberry Pi OS image", "partition 1"]);
+    run_ok(
+        Command::new("sfdisk")
+            .args(["-q", "--part-type"])
+            .arg(&img)
+            .args(["1", "83"]),
+    );
+    refused(
+        &img,
+        &out,
+        &[],
+        &["not a Raspberry Pi OS image", "partition 1"],
+    );
 }
 
 #[test]
 fn card_smaller_than_image_and_bad_share() {
     let (_t, out) = dirs();
     let base = base_image("bookworm");
-    refused(&base, &out, &["--card-size", "100M"], &["--card-size", "smaller than the image"]);
+    refused(
+        &base,
+        &out,
+        &["--card-size", "100M"],
+        &["--card-size", "smaller than the image"],
+    );
     // Bigger than the image but too small for a root partition plus a 50% brick.
     refused(&base, &out, &["--card-size", "2G"], &["too small"]);
-    refused(&base, &out, &["--brick-share", "0"], &["--brick-share 0", "1..99"]);
-    refused(&base, &out, &["--brick-share", "100"], &["--brick-share 100", "1..99"]);
+    refused(
+        &base,
+        &out,
+        &["--brick-share", "0"],
+        &["--brick-share 0", "1..99"],
+    );
+    refused(
+        &base,
+        &out,
+        &["--brick-share", "100"],
+        &["--brick-share 100", "1..99"],
+    );
 }
 
 #[test]
@@ -138,7 +218,12 @@ fn output_exists_without_force() {
     let (_t, out) = dirs();
     let existing = out.join("cluster.img");
     std::fs::write(&existing, "precious").unwrap();
-    refused(&base_image("bookworm"), &out, &[], &["already exists", "--force"]);
+    refused(
+        &base_image("bookworm"),
+        &out,
+        &[],
+        &["already exists", "--force"],
+    );
     assert_eq!(std::fs::read_to_string(&existing).unwrap(), "precious");
 }
 
@@ -146,13 +231,28 @@ fn output_exists_without_force() {
 fn wrong_architecture_agent() {
     let (t, out) = dirs();
     let x86 = fake_agent(t.path(), 62);
-    let e = refused(&base_image("bookworm"), &out, &["--agent", x86.to_str().unwrap()], &["x86-64", "aarch64", "agent-62", "--allow-any-agent-arch"]);
+    let e = refused(
+        &base_image("bookworm"),
+        &out,
+        &["--agent", x86.to_str().unwrap()],
+        &["x86-64", "aarch64", "agent-62", "--allow-any-agent-arch"],
+    );
     assert!(e.contains("ci/build-agent-aarch64"), "{e}");
     let script = t.path().join("agent.sh");
     std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
-    refused(&base_image("bookworm"), &out, &["--agent", script.to_str().unwrap()], &["not an ELF", "agent.sh"]);
+    refused(
+        &base_image("bookworm"),
+        &out,
+        &["--agent", script.to_str().unwrap()],
+        &["not an ELF", "agent.sh"],
+    );
     let missing = t.path().join("nope");
-    refused(&base_image("bookworm"), &out, &["--agent", missing.to_str().unwrap()], &["nope"]);
+    refused(
+        &base_image("bookworm"),
+        &out,
+        &["--agent", missing.to_str().unwrap()],
+        &["nope"],
+    );
 }
 
 #[test]

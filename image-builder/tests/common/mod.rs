@@ -19,8 +19,13 @@ pub fn bin() -> &'static str {
 /// A directory shared by all tests of one test binary, removed at exit is not guaranteed: it lives in /tmp.
 pub fn shared_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::Builder::new().prefix("ib-fixtures.").tempdir().unwrap())
-        .path()
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("ib-fixtures.")
+            .tempdir()
+            .unwrap()
+    })
+    .path()
 }
 
 /// A base image of `generation` (made once per test binary by ci/make-base-image, 64 MiB root).
@@ -30,12 +35,23 @@ pub fn base_image(generation: &str) -> PathBuf {
     let cell = if generation == "bookworm" { &BW } else { &TX };
     cell.get_or_init(|| {
         let out = shared_dir().join(format!("base-{generation}.img"));
-        let disk_id = if generation == "bookworm" { "1234abcd" } else { "5678ef01" };
+        let disk_id = if generation == "bookworm" {
+            "1234abcd"
+        } else {
+            "5678ef01"
+        };
         run_ok(
             Command::new(root().join("ci/make-base-image"))
                 .args(["--out"])
                 .arg(&out)
-                .args(["--generation", generation, "--root-mib", "64", "--disk-id", disk_id]),
+                .args([
+                    "--generation",
+                    generation,
+                    "--root-mib",
+                    "64",
+                    "--disk-id",
+                    disk_id,
+                ]),
         );
         out
     })
@@ -45,7 +61,12 @@ pub fn base_image(generation: &str) -> PathBuf {
 /// A copy of a base image in `dir` (to damage it).
 pub fn copy_base(generation: &str, dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    run_ok(Command::new("cp").arg("--sparse=always").arg(base_image(generation)).arg(&p));
+    run_ok(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(base_image(generation))
+            .arg(&p),
+    );
     p
 }
 
@@ -58,7 +79,9 @@ pub fn fake_agent(dir: &Path, machine: u16) -> PathBuf {
 
 /// Runs a command, panics with its output when it fails; returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -70,7 +93,11 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Runs `image-builder build` with `args`.
 pub fn build(args: &[&str]) -> Output {
-    Command::new(bin()).arg("build").args(args).output().unwrap()
+    Command::new(bin())
+        .arg("build")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// SHA-256 of a file via sha256sum.
@@ -118,7 +145,12 @@ pub fn extract(image: &Path, offset: u64, len: u64, dest: &Path) {
         Command::new("dd")
             .arg(format!("if={}", image.display()))
             .arg(format!("of={}", dest.display()))
-            .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
+            .args([
+                "bs=1M",
+                "iflag=skip_bytes,count_bytes",
+                "conv=sparse",
+                "status=none",
+            ])
             .arg(format!("skip={offset}"))
             .arg(format!("count={len}")),
     );
@@ -134,7 +166,11 @@ pub fn fsck_fat(image: &Path, offset: u64, len: u64) {
 
 /// `e2fsck -fn` on the ext4 at `offset` of `image`.
 pub fn e2fsck(image: &Path, offset: u64) {
-    run_ok(Command::new("e2fsck").arg("-fn").arg(format!("{}?offset={offset}", image.display())));
+    run_ok(
+        Command::new("e2fsck")
+            .arg("-fn")
+            .arg(format!("{}?offset={offset}", image.display())),
+    );
 }
 
 /// `mtype` of a file on the FAT at `offset` of `image`.
@@ -208,10 +244,23 @@ pub fn fingerprint(path: &Path) -> String {
 /// data ranges (everything else reads as zeros in both).
 pub fn assert_same_content(a: &Path, b: &Path) {
     use std::os::unix::fs::FileExt;
-    let (fa, fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (fa, fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
     let len = fa.metadata().unwrap().len();
-    assert_eq!(len, fb.metadata().unwrap().len(), "{} and {} differ in length", a.display(), b.display());
-    let mut all: Vec<(u64, u64)> = ranges(a).into_iter().chain(ranges(b)).map(|r| (r.start, r.end)).collect();
+    assert_eq!(
+        len,
+        fb.metadata().unwrap().len(),
+        "{} and {} differ in length",
+        a.display(),
+        b.display()
+    );
+    let mut all: Vec<(u64, u64)> = ranges(a)
+        .into_iter()
+        .chain(ranges(b))
+        .map(|r| (r.start, r.end))
+        .collect();
     all.sort();
     let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     for (start, end) in all {
@@ -220,7 +269,12 @@ pub fn assert_same_content(a: &Path, b: &Path) {
             let k = ((end.min(len) - p) as usize).min(x.len());
             fa.read_exact_at(&mut x[..k], p).unwrap();
             fb.read_exact_at(&mut y[..k], p).unwrap();
-            assert!(x[..k] == y[..k], "{} and {} differ near byte {p}", a.display(), b.display());
+            assert!(
+                x[..k] == y[..k],
+                "{} and {} differ near byte {p}",
+                a.display(),
+                b.display()
+            );
             p += k as u64;
         }
     }

@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use firstboot_agent::config::{ClusterConfig, INSTALLED_CONFIG_PATH};
-use firstboot_agent::disk::{self, PrepareOptions, StopPoint, STOP_AFTER_ENV};
+use firstboot_agent::disk::{
+    self, PrepareOptions, StopPoint, DEVICE_ENV, FSTAB_ENV, STOP_AFTER_ENV,
+};
 use firstboot_agent::identity::NodeIdentity;
 use firstboot_agent::services::{self, ServiceOptions};
 use firstboot_agent::state::StateStore;
@@ -34,7 +36,7 @@ pub enum Command {
     /// Make sure glusterd and dockerd are installed and running.
     EnsureServices(JsonArg),
     /// Print this node's id and host name.
-    Identity(JsonArg),
+    Identity(IdentityArgs),
     /// Run the agent: prepare the disk, form or join the cluster, serve the API (runs until stopped).
     Run(RunArgs),
 }
@@ -67,11 +69,28 @@ pub struct JsonArg {
     pub json: bool,
 }
 
+/// Arguments of `identity`.
+#[derive(Debug, clap::Args)]
+pub struct IdentityArgs {
+    /// Host name prefix (default: the config's agent.hostname_prefix, else "picluster").
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Read the serial number and machine id under this root (the first-run script's target system).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Print only the host name.
+    #[arg(long, conflicts_with = "json")]
+    pub hostname: bool,
+    /// Print JSON for programs.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `prepare-disk`.
 #[derive(Debug, clap::Args)]
 pub struct PrepareDiskArgs {
     /// The whole-disk device (default: the disk holding /).
-    #[arg(long)]
+    #[arg(long, env = DEVICE_ENV)]
     pub device: Option<PathBuf>,
     /// Show what would change; change nothing.
     #[arg(long)]
@@ -80,7 +99,7 @@ pub struct PrepareDiskArgs {
     #[arg(long)]
     pub json: bool,
     /// The fstab to record the brick mount in.
-    #[arg(long, default_value = "/etc/fstab")]
+    #[arg(long, env = FSTAB_ENV, default_value = "/etc/fstab")]
     pub fstab: PathBuf,
     /// Stop after a step, to test crash recovery (table, kernel, root, format-started, format, fstab, mount).
     #[arg(long, env = STOP_AFTER_ENV, hide = true)]
@@ -134,15 +153,20 @@ fn ensure_services(cli: &Cli, args: &JsonArg) -> Result<()> {
     Ok(())
 }
 
-fn identity(cli: &Cli, args: &JsonArg) -> Result<()> {
-    let prefix = match load_config(&cli.config) {
-        Ok(c) => c.agent.hostname_prefix,
-        Err(_) if !cli.config.exists() => "picluster".to_string(),
-        Err(e) => return Err(e),
+fn identity(cli: &Cli, args: &IdentityArgs) -> Result<()> {
+    let prefix = match (&args.prefix, load_config(&cli.config)) {
+        (Some(p), _) => p.clone(),
+        (None, Ok(c)) => c.agent.hostname_prefix,
+        (None, Err(_)) if !cli.config.exists() => "picluster".to_string(),
+        (None, Err(e)) => return Err(e),
     };
-    let id = NodeIdentity::detect(&prefix)?;
+    let id = NodeIdentity::detect_in(&args.root, &prefix)?;
     if args.json {
         return print_json(&id);
+    }
+    if args.hostname {
+        println!("{}", id.hostname);
+        return Ok(());
     }
     println!("{} {} ({:?})", id.node_id, id.hostname, id.source);
     Ok(())

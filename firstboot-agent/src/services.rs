@@ -267,7 +267,18 @@ fn install(opts: &ServiceOptions, report: &mut ServicesReport) -> Result<(), Ser
 pub fn glusterd_alive(opts: &ServiceOptions) -> Result<String, String> {
     UnixStream::connect(&opts.glusterd_socket)
         .map_err(|e| format!("{}: {e}", opts.glusterd_socket.display()))?;
-    let out = run(&opts.gluster, &["--mode=script", "--xml", "pool", "list"])?;
+    let sock = format!("--glusterd-sock={}", opts.glusterd_socket.display());
+    let out = run(
+        &opts.gluster,
+        &[
+            "--mode=script",
+            "--timeout=10",
+            &sock,
+            "--xml",
+            "pool",
+            "list",
+        ],
+    )?;
     if out.contains("<opRet>0</opRet>") {
         Ok(format!(
             "answers `gluster --xml pool list` on {}",
@@ -315,6 +326,20 @@ fn poll(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Installs missing packages only (no service checks): the agent's `run` calls this before
+/// [`crate::disk::prepare_disk`], which needs `mkfs.xfs` (Raspberry Pi OS Lite does not ship xfsprogs).
+/// Returns the packages installed.
+pub fn ensure_packages(opts: &ServiceOptions) -> Result<Vec<String>, ServiceError> {
+    let mut report = ServicesReport {
+        manager: opts.manager.unwrap_or_else(detect_manager),
+        installed: Vec::new(),
+        install_method: None,
+        services: Vec::new(),
+    };
+    install(opts, &mut report)?;
+    Ok(report.installed)
 }
 
 /// Makes sure the packages are installed and glusterd and dockerd run (see the module documentation).

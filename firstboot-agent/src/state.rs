@@ -38,6 +38,16 @@ pub enum StateError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Another process holds the lock.
+    #[error(
+        "{path} is locked by another firstboot-agent process ({source}); wait for it to finish"
+    )]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+        /// The flock error.
+        source: std::io::Error,
+    },
     /// The state file holds something that is not a state.
     #[error("state file {path} is not valid: {message} (move it away to start over; the agent re-checks the real disk and cluster)")]
     Corrupt {
@@ -98,6 +108,12 @@ pub struct DiskState {
     pub brick_mounted_at: Option<Timestamp>,
     /// When every step was last seen done.
     pub completed_at: Option<Timestamp>,
+}
+
+/// A held lock from [`StateStore::lock`]; dropping it releases the lock.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
 }
 
 /// The state file in its directory.
@@ -194,6 +210,33 @@ impl StateStore {
         Ok(())
     }
 
+    /// Takes an exclusive lock named `name` in the state directory (e.g. `disk` while the disk is prepared), so
+    /// two agents (the service and a person running a subcommand) never work on the same thing at once. The lock
+    /// is held until the returned guard is dropped, and released by the kernel if the process dies.
+    pub fn lock(&self, name: &str) -> Result<StateLock, StateError> {
+        use std::os::fd::AsRawFd;
+        let path = self.dir.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StateError::Io {
+                action: "open",
+                path: path.clone(),
+                source,
+            })?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StateError::Busy {
+                path,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(StateLock { _file: file })
+    }
+
     /// Loads the state, applies `change`, and saves it.
     pub fn update<F: FnOnce(&mut AgentState)>(&self, change: F) -> Result<AgentState, StateError> {
         let mut s = self.load()?;
@@ -245,6 +288,18 @@ mod tests {
         fs::write(store.path(), "{not json").unwrap();
         let err = store.load().unwrap_err().to_string();
         assert!(err.contains("state.json"), "{err}");
+    }
+
+    #[test]
+    fn lock_is_exclusive_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StateStore::open(d.path()).unwrap();
+        let held = store.lock("disk").unwrap();
+        let err = store.lock("disk").unwrap_err();
+        assert!(matches!(err, StateError::Busy { .. }), "{err}");
+        assert!(store.lock("other").is_ok());
+        drop(held);
+        assert!(store.lock("disk").is_ok());
     }
 
     #[test]

@@ -366,22 +366,43 @@ pub fn ensure_node(name: &str, node: &Path) -> Result<bool, BlockError> {
             source: std::io::Error::from(std::io::ErrorKind::InvalidData),
         })?;
     let want = nix::sys::stat::makedev(major, minor);
-    if let Ok(meta) = std::fs::symlink_metadata(node) {
-        if meta.file_type().is_block_device() && meta.rdev() == want {
-            return Ok(false);
+    let is_right = || {
+        std::fs::symlink_metadata(node)
+            .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == want)
+    };
+    // devtmpfs (or udev) may make the node at any moment, so poll briefly before making it ourselves, and accept
+    // a node that appears while we make it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while !is_right()
+        && std::time::Instant::now() < deadline
+        && Path::new("/dev").join(name) == node
+    {
+        if std::fs::symlink_metadata(node).is_ok() {
+            break; // a wrong node: replace it below
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if is_right() {
+        return Ok(false);
+    }
+    if std::fs::symlink_metadata(node).is_ok() {
         std::fs::remove_file(node).map_err(io(format!("remove stale {}", node.display())))?;
     }
-    nix::sys::stat::mknod(
+    match nix::sys::stat::mknod(
         node,
         nix::sys::stat::SFlag::S_IFBLK,
         nix::sys::stat::Mode::from_bits_truncate(0o660),
         want,
-    )
-    .map_err(|e| BlockError::Io {
-        what: format!("mknod {}", node.display()),
-        source: e.into(),
-    })?;
+    ) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EEXIST) if is_right() => return Ok(false),
+        Err(e) => {
+            return Err(BlockError::Io {
+                what: format!("mknod {}", node.display()),
+                source: e.into(),
+            })
+        }
+    }
     Ok(true)
 }
 

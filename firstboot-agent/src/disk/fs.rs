@@ -28,6 +28,18 @@ pub enum FsError {
         /// The end of its error output.
         stderr: String,
     },
+    /// The kernel refused to grow a mounted ext4 (the process lacks CAP_SYS_RESOURCE).
+    #[error(
+        "the kernel refused to grow the mounted filesystem on {part} ({stderr}): online resizing needs the \
+         CAP_SYS_RESOURCE capability; run the agent as root with full capabilities (as its systemd unit does), or \
+         grow it while unmounted"
+    )]
+    OnlineResizeDenied {
+        /// The partition.
+        part: PathBuf,
+        /// What resize2fs said.
+        stderr: String,
+    },
     /// Reading or writing a file failed.
     #[error("{what}: {source}")]
     Io {
@@ -156,8 +168,15 @@ pub fn grow_ext4(part: &Path, mounted: bool) -> Result<(), FsError> {
         // 0: clean, 1: errors fixed. Anything else needs a person.
         run("e2fsck", &["-f", "-p", &p], &[0, 1], "e2fsprogs")?;
     }
-    run("resize2fs", &[&p], &[0], "e2fsprogs")?;
-    Ok(())
+    match run("resize2fs", &[&p], &[0], "e2fsprogs") {
+        Err(FsError::Failed { stderr, .. }) if mounted && stderr.contains("Permission denied") => {
+            Err(FsError::OnlineResizeDenied {
+                part: part.to_path_buf(),
+                stderr,
+            })
+        }
+        r => r.map(|_| ()),
+    }
 }
 
 /// Makes the brick XFS (`mkfs.xfs -i size=512 -L brick`). `force` (`-f`) is passed only when this flash had

@@ -27,6 +27,10 @@ use table::{Part, TableError, TableInfo};
 
 /// Environment variable that makes `prepare-disk` stop after a step, to test crash recovery.
 pub const STOP_AFTER_ENV: &str = "FIRSTBOOT_AGENT_STOP_AFTER";
+/// Environment variable naming the card device (the lab's loop device) instead of the disk holding `/`.
+pub const DEVICE_ENV: &str = "FIRSTBOOT_AGENT_DEVICE";
+/// Environment variable naming the fstab to use instead of `/etc/fstab` (the lab's per-node file).
+pub const FSTAB_ENV: &str = "FIRSTBOOT_AGENT_FSTAB";
 
 /// A point at which a run can be stopped on purpose (crash tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -89,6 +93,27 @@ impl Default for PrepareOptions {
             fstab: PathBuf::from("/etc/fstab"),
             stop_after: None,
         }
+    }
+}
+
+impl PrepareOptions {
+    /// The defaults, overridden by `FIRSTBOOT_AGENT_DEVICE`, `FIRSTBOOT_AGENT_FSTAB` and
+    /// `FIRSTBOOT_AGENT_STOP_AFTER` when set (what the agent's `run` uses, so the lab can point a node at its
+    /// loop device and its own fstab). An unknown stop point is an error naming the variable.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let mut o = PrepareOptions::default();
+        if let Some(d) = var(DEVICE_ENV) {
+            o.device = Some(PathBuf::from(d));
+        }
+        if let Some(f) = var(FSTAB_ENV) {
+            o.fstab = PathBuf::from(f);
+        }
+        if let Some(s) = var(STOP_AFTER_ENV) {
+            let s = s.to_string_lossy();
+            o.stop_after = Some(s.parse().map_err(|e| format!("{STOP_AFTER_ENV}: {e}"))?);
+        }
+        Ok(o)
     }
 }
 
@@ -252,6 +277,7 @@ pub fn prepare_disk(
     store: &StateStore,
     opts: &PrepareOptions,
 ) -> Result<PrepareReport, DiskError> {
+    let _lock = store.lock("disk")?;
     Prep::new(config, store, opts)?.run()
 }
 

@@ -565,6 +565,35 @@ mod tests {
     }
 
     #[test]
+    fn placeholder_p3_is_moved_and_type_kept() {
+        // A 1 MiB placeholder right after root (an image made without knowing the card).
+        let total = 8 * GIB + 12345; // an odd size
+        let mut f = card(total);
+        make_mbr(
+            &mut f,
+            &[
+                (8192, 1048576),
+                (1056768, 1200 * MIB),
+                (1056768 + 1200 * MIB, MIB),
+            ],
+        );
+        let info = read_table(&mut f).unwrap();
+        let inputs = PlanInputs {
+            share: 50,
+            root_fs_bytes: Some(1200 * MIB * SECTOR),
+            p3_fstype: None,
+        };
+        let p = plan(&info, &inputs).unwrap();
+        assert_eq!(p.brick.end, total - 1);
+        assert_eq!(p.brick.start % 8192, 0);
+        assert!(p.changes.iter().any(|c| c.starts_with("partition 3: ")));
+        write_table(&mut f, TableKind::Mbr, &p).unwrap();
+        let after = read_table(&mut f).unwrap();
+        assert_eq!(after.part(3).unwrap(), p.brick);
+        assert!(!plan(&after, &inputs).unwrap().needs_write);
+    }
+
+    #[test]
     fn existing_filesystem_on_p3_is_kept_in_place() {
         let total = 8 * GIB;
         let mut f = card(total);

@@ -886,13 +886,12 @@ async fn swarm_action(
         Action::SwarmInit => {
             d.swarm_init(&addr.to_string(), SWARM_LISTEN).await?;
         }
-        Action::SwarmJoin(node_id) => {
-            let peer = peers
-                .get(node_id)
-                .context("the manager left the peer table")?;
+        Action::SwarmJoin { via, manager } => {
+            let peer = peers.get(via).context("the manager left the peer table")?;
             let a = peer.announcement;
+            let role = if *manager { "manager" } else { "worker" };
             let t = client
-                .join_token(SocketAddr::new(a.addr.into(), a.api_port), "worker")
+                .join_token(SocketAddr::new(a.addr.into(), a.api_port), role)
                 .await?;
             d.swarm_join(&addr.to_string(), SWARM_LISTEN, &t.remote_addrs, &t.token)
                 .await?;

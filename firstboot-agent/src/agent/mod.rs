@@ -451,6 +451,8 @@ impl Agent {
         });
         let before = self.phase();
         self.walk(p.phase, &p.detail);
+        // Peers read the phase from the summary: give them the one just decided, not the one before this tick.
+        self.shared.summary.write().expect("summary lock").phase = self.phase().as_str().into();
         if p.phase != before {
             self.record_formation(&me);
         }

@@ -111,6 +111,7 @@ struct Agent {
     summaries: SummaryCache,
     backoff: Backoff,
     swarm_task: Option<tokio::task::JoinHandle<()>>,
+    announcement: Arc<RwLock<Announcement>>,
 }
 
 /// Runs the agent until the process is stopped.
@@ -166,6 +167,16 @@ pub async fn run(
         summaries: Arc::new(RwLock::new(BTreeMap::new())),
         backoff: Backoff::default(),
         swarm_task: None,
+        announcement: Arc::new(RwLock::new(Announcement {
+            cluster_id: config.cluster.id.clone(),
+            node_id: identity.node_id.clone(),
+            hostname: identity.hostname.clone(),
+            version: VERSION.into(),
+            phase: String::new(),
+            api_port: config.agent.api_port,
+            addr,
+            ts: 0,
+        })),
         config,
         identity,
         options,
@@ -186,7 +197,7 @@ pub async fn run(
         agent.peers.clone(),
         agent.summaries.clone(),
     );
-    spawn_announcer(mdns, agent.log.clone(), agent.announcement_base());
+    spawn_announcer(mdns, agent.log.clone(), agent.announcement.clone());
 
     loop {
         let busy = agent.tick().await;
@@ -195,21 +206,24 @@ pub async fn run(
     }
 }
 
-fn spawn_announcer(mdns: Mdns, log: Arc<RwLock<PhaseLog>>, base: Announcement) {
+/// Announces this node on start, on every phase or address change and every 10 s (a fresh signed timestamp).
+fn spawn_announcer(mdns: Mdns, log: Arc<RwLock<PhaseLog>>, base: Arc<RwLock<Announcement>>) {
     tokio::spawn(async move {
-        let mut last: Option<(Phase, Instant)> = None;
+        let mut last: Option<(Phase, Ipv4Addr, Instant)> = None;
         loop {
             let phase = log.read().expect("log lock").current();
+            let mut a = base.read().expect("announcement lock").clone();
             let due = match last {
                 None => true,
-                Some((p, at)) => p != phase || at.elapsed() >= Duration::from_secs(10),
+                Some((p, addr, at)) => {
+                    p != phase || addr != a.addr || at.elapsed() >= Duration::from_secs(10)
+                }
             };
             if due {
-                let mut a = base.clone();
                 a.phase = phase.as_str().into();
                 a.ts = unix_now();
                 match mdns.announce(&a) {
-                    Ok(()) => last = Some((phase, Instant::now())),
+                    Ok(()) => last = Some((phase, a.addr, Instant::now())),
                     Err(e) => tracing::warn!("mDNS announce failed: {e}"),
                 }
             }
@@ -237,19 +251,6 @@ fn initial_status(config: &ClusterConfig, identity: &NodeIdentity) -> ClusterSta
 }
 
 impl Agent {
-    fn announcement_base(&self) -> Announcement {
-        Announcement {
-            cluster_id: self.config.cluster.id.clone(),
-            node_id: self.identity.node_id.clone(),
-            hostname: self.identity.hostname.clone(),
-            version: VERSION.into(),
-            phase: String::new(),
-            api_port: self.config.agent.api_port,
-            addr: self.addr,
-            ts: 0,
-        }
-    }
-
     fn phase(&self) -> Phase {
         self.log.read().expect("log lock").current()
     }
@@ -430,6 +431,7 @@ impl Agent {
 
     /// One reconcile round; returns whether it did something (then the next comes sooner).
     async fn tick(&mut self) -> bool {
+        self.refresh_address();
         let (me, swarm_nodes, peers) = self.observe().await;
         *self.shared.summary.write().expect("summary lock") = me.clone();
         if !me.glusterd_ok || !me.dockerd_ok {
@@ -476,6 +478,21 @@ impl Agent {
         }
         self.publish_status();
         busy
+    }
+
+    /// Follows a changed LAN address (DHCP): peers learn it from the next signed announcement and rewrite their
+    /// hosts block, so Gluster, which knows the node by name, follows too.
+    fn refresh_address(&mut self) {
+        if self.options.address.is_some() {
+            return;
+        }
+        if let Some(a) = lan_address() {
+            if a != self.addr {
+                tracing::warn!(old = %self.addr, new = %a, "the LAN address changed");
+                self.addr = a;
+                self.announcement.write().expect("announcement lock").addr = a;
+            }
+        }
     }
 
     /// Records the formation in the agent's state file (`formation`): the phase, the volume and swarm ids and

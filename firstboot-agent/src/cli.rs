@@ -37,6 +37,28 @@ pub enum Command {
     EnsureServices(JsonArg),
     /// Print this node's id and host name.
     Identity(IdentityArgs),
+    /// Run the agent: prepare the disk, form or join the cluster, serve the API (runs until stopped).
+    Run(RunArgs),
+}
+
+/// Arguments of `run` (see `firstboot_agent::agent::RunOptions`).
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The whole-disk device holding the card (default: the disk holding /).
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// Skip disk preparation and use the brick directory as it is (bricks are then created with `force`).
+    #[arg(long)]
+    pub skip_disk: bool,
+    /// This node's LAN address (default: the first IPv4 address of a LAN interface).
+    #[arg(long)]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// The hosts file whose managed block names the peers.
+    #[arg(long, default_value = "/etc/hosts")]
+    pub hosts_file: PathBuf,
+    /// The fstab that gets the brick and volume mount lines.
+    #[arg(long, default_value = "/etc/fstab")]
+    pub fstab: PathBuf,
 }
 
 /// `--json`.
@@ -150,6 +172,26 @@ fn identity(cli: &Cli, args: &IdentityArgs) -> Result<()> {
     Ok(())
 }
 
+fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
+    use anyhow::Context as _;
+    let mut config = ClusterConfig::load(&cli.config)?;
+    if let Some(dir) = &cli.state_dir {
+        config.agent.state_dir = dir.clone();
+    }
+    let identity = NodeIdentity::detect(&config.agent.hostname_prefix)?;
+    let options = firstboot_agent::agent::RunOptions {
+        skip_disk: args.skip_disk,
+        device: args.device.clone(),
+        address: args.address,
+        hosts_file: args.hosts_file.clone(),
+        fstab: args.fstab.clone(),
+        force_bricks: args.skip_disk,
+    };
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(firstboot_agent::agent::run(config, identity, options))
+}
+
 /// Parses the command line, runs the subcommand, prints errors to stderr.
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -165,6 +207,7 @@ pub fn main() -> ExitCode {
         Command::PrepareDisk(a) => prepare_disk(&cli, a),
         Command::EnsureServices(a) => ensure_services(&cli, a),
         Command::Identity(a) => identity(&cli, a),
+        Command::Run(a) => run(&cli, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,806 @@
-//! The formation agent (the I/O part is being written).
+//! The agent: one documented state machine ([`phase`]) driven by a reconcile loop.
+//!
+//! [`run`] serves the API from the start (so `/api/status` answers while the disk is prepared), prepares the disk,
+//! makes sure glusterd and dockerd run, announces and browses over mDNS, and then ticks: every tick
+//! 1. reads this node's real state (gluster `--xml`, the Docker API, the mount table) into a
+//!    [`NodeSummary`](crate::api::model::NodeSummary) served to peers,
+//! 2. fetches every announced peer's summary over the authenticated API,
+//! 3. keeps the `/etc/hosts` block of peer names current,
+//! 4. asks the pure planner ([`plan::plan`]) for the phase and the next actions and runs them,
+//! 5. publishes the status document.
+//!
+//! Nothing is remembered that the real state can tell: after a crash, a reboot or a power cut of every node the
+//! first tick finds the pool, volume and swarm as they are and continues from there, never initialising twice.
+//! A failed action is logged, shown as the phase's detail and retried on a later tick; when glusterd or dockerd
+//! stop answering the agent asks the service layer to start them again.
+
 pub mod election;
 pub mod phase;
 pub mod plan;
-pub use phase::Phase;
+
+pub use phase::{Phase, PhaseLog};
+
+use crate::api::client::PeerClient;
+use crate::api::model::{
+    ClusterStatus, Health, NodeStatus, NodeSummary, PoolMember, SwarmBrief, VolumeBrief,
+    STATUS_SCHEMA,
+};
+use crate::api::{JoinTokens, Shared};
+use crate::config::ClusterConfig;
+use crate::docker::{Docker, LocalNodeState, NodeRole, NodeState};
+use crate::gluster::{mount, Gluster, VolumeState};
+use crate::identity::NodeIdentity;
+use crate::mdns::{lan_address, Mdns};
+use crate::peers::{Announcement, PeerTable};
+use crate::trust::{unix_now, ClusterKey, Verifier};
+use anyhow::Context;
+use plan::{Action, Ctx, SwarmNodeView, MOUNT_LABEL};
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Agent version announced to peers.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// A peer whose summary was last fetched longer ago than this is shown as down.
+pub const PEER_DOWN_SECS: i64 = 8;
+/// Swarm listen address (all interfaces, the standard port).
+pub const SWARM_LISTEN: &str = "0.0.0.0:2377";
+
+/// How `run` behaves beyond the cluster config.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Skip disk preparation (tests without a card): the brick directory is used as it is.
+    pub skip_disk: bool,
+    /// The whole-disk device holding the card (default: the device of the root file system).
+    pub device: Option<PathBuf>,
+    /// This node's LAN address (default: the first IPv4 address of an allowed interface).
+    pub address: Option<Ipv4Addr>,
+    /// The hosts file whose managed block names the peers.
+    pub hosts_file: PathBuf,
+    /// The fstab that gets the volume's mount line.
+    pub fstab: PathBuf,
+    /// Create bricks with `force` (needed when the brick is on the root file system, e.g. with `skip_disk`).
+    pub force_bricks: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            skip_disk: false,
+            device: None,
+            address: None,
+            hosts_file: "/etc/hosts".into(),
+            fstab: "/etc/fstab".into(),
+            force_bricks: false,
+        }
+    }
+}
+
+/// dockerd's socket: `DOCKER_HOST` when it names a unix socket, else the default.
+fn docker_socket() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::docker::DEFAULT_SOCKET))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Agent {
+    config: ClusterConfig,
+    identity: NodeIdentity,
+    options: RunOptions,
+    addr: Ipv4Addr,
+    shared: Arc<Shared>,
+    peers: Arc<PeerTable>,
+    client: PeerClient,
+    gluster: Gluster,
+    docker: Option<Docker>,
+    log: Arc<RwLock<PhaseLog>>,
+    started: Instant,
+    probed_back: HashSet<String>,
+    last_service_kick: Option<Instant>,
+    peer_summaries: Vec<NodeSummary>,
+    swarm_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(
+    config: ClusterConfig,
+    identity: NodeIdentity,
+    options: RunOptions,
+) -> anyhow::Result<()> {
+    let key = ClusterKey::new(&config.key_bytes());
+    let log = Arc::new(RwLock::new(PhaseLog::new(Phase::PreparingDisk, now_ms())));
+    let shared = Arc::new(Shared {
+        status: RwLock::new(initial_status(&config, &identity)),
+        summary: RwLock::new(NodeSummary::default()),
+        tokens: RwLock::new(None),
+        verifier: Verifier::new(key.clone()),
+    });
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.agent.api_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on port {} (agent.api_port); is another agent running?",
+                config.agent.api_port
+            )
+        })?;
+    tokio::spawn(crate::api::serve(listener, shared.clone()));
+    tracing::info!(
+        node = %identity.node_id,
+        host = %identity.hostname,
+        port = config.agent.api_port,
+        "agent started"
+    );
+
+    let addr = loop {
+        if let Some(a) = options.address.or_else(lan_address) {
+            break a;
+        }
+        log.write()
+            .expect("log lock")
+            .set_detail("waiting for a LAN address");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+
+    let mut agent = Agent {
+        client: PeerClient::new(key.clone()),
+        gluster: Gluster::new(),
+        docker: None,
+        peers: Arc::new(PeerTable::new()),
+        log,
+        started: Instant::now(),
+        probed_back: HashSet::new(),
+        last_service_kick: None,
+        peer_summaries: Vec::new(),
+        swarm_task: None,
+        config,
+        identity,
+        options,
+        addr,
+        shared,
+    };
+    agent.prepare().await;
+
+    // Discovery runs for the agent's whole life: late nodes and changed addresses keep arriving.
+    let mdns = Mdns::start(key, &agent.identity.hostname).context("starting mDNS")?;
+    mdns.browse(
+        agent.peers.clone(),
+        agent.config.cluster.id.clone(),
+        agent.identity.node_id.clone(),
+    )?;
+    spawn_announcer(mdns, agent.log.clone(), agent.announcement_base());
+
+    loop {
+        let busy = agent.tick().await;
+        let pause = if busy { 300 } else { 1000 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+fn spawn_announcer(mdns: Mdns, log: Arc<RwLock<PhaseLog>>, base: Announcement) {
+    tokio::spawn(async move {
+        let mut last: Option<(Phase, Instant)> = None;
+        loop {
+            let phase = log.read().expect("log lock").current();
+            let due = match last {
+                None => true,
+                Some((p, at)) => p != phase || at.elapsed() >= Duration::from_secs(10),
+            };
+            if due {
+                let mut a = base.clone();
+                a.phase = phase.as_str().into();
+                a.ts = unix_now();
+                match mdns.announce(&a) {
+                    Ok(()) => last = Some((phase, Instant::now())),
+                    Err(e) => tracing::warn!("mDNS announce failed: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+}
+
+fn initial_status(config: &ClusterConfig, identity: &NodeIdentity) -> ClusterStatus {
+    ClusterStatus {
+        schema: STATUS_SCHEMA,
+        cluster_name: config.cluster.name.clone(),
+        cluster_id: config.cluster.id.clone(),
+        health: Health::Forming,
+        phase: Phase::PreparingDisk.as_str().into(),
+        detail: String::new(),
+        this_node: identity.hostname.clone(),
+        expected_nodes: config.cluster.nodes,
+        present_nodes: 1,
+        nodes: Vec::new(),
+        volume: None,
+        swarm: None,
+        phases: Vec::new(),
+    }
+}
+
+impl Agent {
+    fn announcement_base(&self) -> Announcement {
+        Announcement {
+            cluster_id: self.config.cluster.id.clone(),
+            node_id: self.identity.node_id.clone(),
+            hostname: self.identity.hostname.clone(),
+            version: VERSION.into(),
+            phase: String::new(),
+            api_port: self.config.agent.api_port,
+            addr: self.addr,
+            ts: 0,
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        self.log.read().expect("log lock").current()
+    }
+
+    /// Moves to `to` through every intermediate phase (each recorded), or straight back for a repair.
+    fn walk(&self, to: Phase, detail: &str) {
+        let mut log = self.log.write().expect("log lock");
+        let at = now_ms();
+        while log.current() != to {
+            let cur = log.current();
+            let step = if to > cur && cur != Phase::Failed {
+                cur.next().unwrap_or(to)
+            } else {
+                to
+            };
+            let d = if step == to { detail } else { "already done" };
+            if let Err(e) = log.go(step, at, d) {
+                tracing::error!("{e}");
+                return;
+            }
+        }
+        log.set_detail(detail);
+    }
+
+    fn set_detail(&self, detail: String) {
+        self.log.write().expect("log lock").set_detail(detail);
+        self.publish_status();
+    }
+
+    /// Disk and services: before discovery, retried until they succeed.
+    async fn prepare(&mut self) {
+        loop {
+            if self.options.skip_disk {
+                break;
+            }
+            let config = self.config.clone();
+            let opts = crate::disk::PrepareOptions {
+                device: self.options.device.clone(),
+                fstab: self.options.fstab.clone(),
+                ..Default::default()
+            };
+            let result = tokio::task::spawn_blocking(move || {
+                let store = crate::state::StateStore::open(&config.agent.state_dir)?;
+                crate::disk::prepare_disk(&config, &store, &opts).map_err(anyhow::Error::from)
+            })
+            .await;
+            match result {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    self.walk(Phase::Failed, &format!("preparing the disk: {e}"));
+                    self.publish_status();
+                }
+                Err(e) => self.walk(Phase::Failed, &format!("disk task: {e}")),
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            self.walk(Phase::PreparingDisk, "retrying");
+        }
+        self.walk(Phase::EnsuringServices, "starting glusterd and dockerd");
+        self.publish_status();
+        loop {
+            self.kick_services().await;
+            let gluster_ok = self.gluster.is_responding().await;
+            let docker_ok = self.docker().await.is_some();
+            if gluster_ok && docker_ok {
+                break;
+            }
+            self.set_detail(format!(
+                "waiting for services: glusterd {}, dockerd {}",
+                if gluster_ok { "up" } else { "down" },
+                if docker_ok { "up" } else { "down" }
+            ));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.walk(Phase::Discovering, "looking for peers");
+        self.publish_status();
+    }
+
+    /// Asks the service layer to (re)start glusterd and dockerd, at most every 10 s.
+    async fn kick_services(&mut self) {
+        if self
+            .last_service_kick
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_service_kick = Some(Instant::now());
+        let mut opts = crate::services::ServiceOptions::for_config(&self.config);
+        opts.start_timeout = Duration::from_secs(15);
+        let result =
+            tokio::task::spawn_blocking(move || crate::services::ensure_services(&opts)).await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("ensuring services: {e}"),
+            Err(e) => tracing::warn!("ensuring services: {e}"),
+        }
+    }
+
+    /// A Docker connection, reconnecting when dockerd went away.
+    async fn docker(&mut self) -> Option<Docker> {
+        if let Some(d) = &self.docker {
+            if d.ping().await.is_ok() {
+                return Some(d.clone());
+            }
+            self.docker = None;
+        }
+        match Docker::connect_at(&docker_socket()).await {
+            Ok(d) => {
+                self.docker = Some(d.clone());
+                Some(d)
+            }
+            Err(e) => {
+                tracing::debug!("dockerd: {e}");
+                None
+            }
+        }
+    }
+
+    fn brick_ready(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let mount = &self.config.storage.brick_mount;
+        let Ok(m) = std::fs::metadata(mount) else {
+            return false;
+        };
+        let on_own_fs = mount
+            .parent()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|p| p.dev() != m.dev());
+        if !(on_own_fs || self.options.skip_disk) {
+            return false;
+        }
+        std::fs::create_dir_all(self.config.brick_path()).is_ok()
+    }
+
+    /// Reads this node's real state and fetches the peers' summaries, all at once. Also returns the Swarm nodes
+    /// when this node is the Swarm leader.
+    async fn observe(&mut self) -> (NodeSummary, Option<Vec<SwarmNodeView>>, Vec<NodeSummary>) {
+        let mut s = NodeSummary {
+            node_id: self.identity.node_id.clone(),
+            hostname: self.identity.hostname.clone(),
+            addr: Some(self.addr),
+            version: VERSION.into(),
+            phase: self.phase().as_str().into(),
+            read_at: unix_now(),
+            brick_ready: self.brick_ready(),
+            ..Default::default()
+        };
+        let docker = self.docker().await;
+        s.dockerd_ok = docker.is_some();
+        let vol = self.config.storage.volume_name.clone();
+        let mp = self.config.storage.mount_point.clone();
+        let ((glusterd_ok, uuid, pool, volume), mounted, (swarm, views, tokens), peers) = tokio::join!(
+            read_gluster(&self.gluster, &vol),
+            read_mount(&mp),
+            read_swarm(docker.as_ref(), self.addr),
+            poll_peers(&self.client, &self.peers),
+        );
+        s.glusterd_ok = glusterd_ok;
+        s.gluster_uuid = uuid;
+        s.pool = pool;
+        s.volume = volume;
+        s.mounted = mounted;
+        s.swarm = swarm;
+        if s.dockerd_ok {
+            *self.shared.tokens.write().expect("tokens lock") = tokens;
+        }
+        (s, views, peers)
+    }
+
+    fn update_hosts(&self) {
+        let mut entries = vec![(self.identity.hostname.clone(), self.addr)];
+        for p in self.peers.all() {
+            entries.push((p.announcement.hostname, p.announcement.addr));
+        }
+        if let Err(e) = crate::hosts::update(&self.options.hosts_file, &entries) {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// One reconcile round; returns whether it did something (then the next comes sooner).
+    async fn tick(&mut self) -> bool {
+        let (me, swarm_nodes, peers) = self.observe().await;
+        *self.shared.summary.write().expect("summary lock") = me.clone();
+        if !me.glusterd_ok || !me.dockerd_ok {
+            self.kick_services().await;
+        }
+        self.peer_summaries = peers.clone();
+        self.update_hosts();
+        let majority_timeout =
+            self.started.elapsed() >= Duration::from_secs(self.config.agent.majority_wait_secs);
+        let brick_path = self.config.brick_path().display().to_string();
+        let p = plan::plan(&Ctx {
+            me: &me,
+            peers: &peers,
+            expected: self.config.cluster.nodes,
+            majority_timeout,
+            brick_path: &brick_path,
+            swarm_nodes: swarm_nodes.as_deref(),
+            probed_back: &self.probed_back,
+        });
+        self.walk(p.phase, &p.detail);
+        let busy = !p.actions.is_empty() || !p.swarm_actions.is_empty() || p.phase != Phase::Steady;
+        self.spawn_swarm_actions(p.swarm_actions).await;
+        for action in p.actions {
+            tracing::info!(?action, "doing");
+            if let Err(e) = self.execute(&action).await {
+                tracing::warn!(?action, "failed: {e:#}");
+                self.log
+                    .write()
+                    .expect("log lock")
+                    .set_detail(format!("{}: {e:#}", p.detail));
+                break;
+            }
+        }
+        self.publish_status();
+        busy
+    }
+
+    /// Runs Swarm actions in the background (one batch at a time), beside the volume work.
+    async fn spawn_swarm_actions(&mut self, actions: Vec<Action>) {
+        if actions.is_empty() || self.swarm_task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let Some(docker) = self.docker().await else {
+            return;
+        };
+        let client = self.client.clone();
+        let peers = self.peers.clone();
+        let addr = self.addr;
+        self.swarm_task = Some(tokio::spawn(async move {
+            for action in actions {
+                tracing::info!(?action, "doing");
+                if let Err(e) = swarm_action(&action, &docker, &client, &peers, addr).await {
+                    tracing::warn!(?action, "failed: {e:#}");
+                    break;
+                }
+            }
+        }));
+    }
+
+    async fn execute(&mut self, action: &Action) -> anyhow::Result<()> {
+        let vol = self.config.storage.volume_name.clone();
+        match action {
+            Action::Probe(host) => self.gluster.peer_probe(host).await?,
+            Action::ProbeBack(host) => {
+                self.gluster.peer_probe(host).await?;
+                self.probed_back.insert(host.clone());
+            }
+            Action::CreateVolume { replica, bricks } => {
+                match self
+                    .gluster
+                    .volume_create_replica(&vol, *replica, bricks, self.options.force_bricks)
+                    .await
+                {
+                    Err(e) if e.is_already() => {}
+                    r => r?,
+                }
+            }
+            Action::SetOptions(options) => match options.as_slice() {
+                [(k, v)] => self.gluster.volume_set(&vol, k, v).await?,
+                _ => {
+                    // Several options in one glusterd transaction (each `volume set` costs about a second):
+                    // an option group file, applied with `volume set VOL group NAME`.
+                    let text: String = options.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                    std::fs::write(GROUP_FILE, text)
+                        .with_context(|| format!("writing the option group {GROUP_FILE}"))?;
+                    self.gluster.volume_set(&vol, "group", GROUP_NAME).await?
+                }
+            },
+            Action::StartVolume => match self.gluster.volume_start(&vol, false).await {
+                Err(e) if e.is_already() => {}
+                r => r?,
+            },
+            Action::AddBrick { replica, brick } => {
+                self.gluster
+                    .add_brick(&vol, *replica, brick, self.options.force_bricks)
+                    .await?
+            }
+            Action::Mount(servers) => {
+                let mp = self.config.storage.mount_point.clone();
+                mount::mount_volume(servers, &vol, &mp).await?;
+                mount::ensure_fstab_entry(
+                    &self.options.fstab,
+                    &mount::fstab_entry(servers, &vol, &mp),
+                )?;
+            }
+            other => {
+                let d = self.docker().await.context("dockerd does not answer")?;
+                swarm_action(other, &d, &self.client, &self.peers, self.addr).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let me = self.shared.summary.read().expect("summary lock").clone();
+        let now = unix_now();
+        let (phase, detail, records) = {
+            let log = self.log.read().expect("log lock");
+            (
+                log.current(),
+                log.detail().to_string(),
+                log.records().to_vec(),
+            )
+        };
+        let pool_state = |uuid: Option<&str>| -> String {
+            match uuid.and_then(|u| me.pool.iter().find(|m| m.uuid == u)) {
+                Some(m) if m.connected => "connected".into(),
+                Some(_) => "disconnected".into(),
+                None => "not in pool".into(),
+            }
+        };
+        let role = |s: &NodeSummary| match &s.swarm {
+            Some(sw) if sw.is_manager => "manager".to_string(),
+            Some(_) => "worker".to_string(),
+            None => "none".to_string(),
+        };
+        let mut nodes = vec![NodeStatus {
+            name: me.hostname.clone(),
+            node_id: me.node_id.clone(),
+            address: me.addr,
+            agent_state: phase.as_str().into(),
+            last_seen: now,
+            up: true,
+            gluster_peer: if me.glusterd_ok {
+                "self".into()
+            } else {
+                "glusterd down".into()
+            },
+            swarm_role: role(&me),
+            mount_ok: me.mounted,
+        }];
+        let by_id: BTreeMap<&str, &NodeSummary> = self
+            .peer_summaries
+            .iter()
+            .map(|s| (s.node_id.as_str(), s))
+            .collect();
+        for p in self.peers.all() {
+            let a = &p.announcement;
+            let up = now - p.last_seen <= PEER_DOWN_SECS;
+            let s = by_id.get(a.node_id.as_str()).filter(|_| up);
+            nodes.push(NodeStatus {
+                name: a.hostname.clone(),
+                node_id: a.node_id.clone(),
+                address: Some(a.addr),
+                agent_state: s.map(|s| s.phase.clone()).unwrap_or_else(|| {
+                    if up {
+                        a.phase.clone()
+                    } else {
+                        "down".into()
+                    }
+                }),
+                last_seen: p.last_seen,
+                up,
+                gluster_peer: pool_state(s.and_then(|s| s.gluster_uuid.as_deref())),
+                swarm_role: s.map(|s| role(s)).unwrap_or_else(|| "unknown".into()),
+                mount_ok: s.is_some_and(|s| s.mounted),
+            });
+        }
+        let present = nodes.iter().filter(|n| n.up).count() as u32;
+        let health = match phase {
+            Phase::Failed => Health::Failed,
+            Phase::Steady => {
+                let all_good = nodes
+                    .iter()
+                    .all(|n| n.up && n.mount_ok && n.swarm_role != "none")
+                    && present >= self.config.cluster.nodes
+                    && me.pool.iter().all(|m| m.connected);
+                if all_good {
+                    Health::Healthy
+                } else {
+                    Health::Degraded
+                }
+            }
+            _ => Health::Forming,
+        };
+        let status = ClusterStatus {
+            schema: STATUS_SCHEMA,
+            cluster_name: self.config.cluster.name.clone(),
+            cluster_id: self.config.cluster.id.clone(),
+            health,
+            phase: phase.as_str().into(),
+            detail,
+            this_node: self.identity.hostname.clone(),
+            expected_nodes: self.config.cluster.nodes,
+            present_nodes: present,
+            nodes,
+            volume: me.volume.clone(),
+            swarm: me.swarm.clone(),
+            phases: records,
+        };
+        *self.shared.status.write().expect("status lock") = status;
+    }
+}
+
+/// Name of the option group file the agent writes (see [`Action::SetOptions`]).
+pub const GROUP_NAME: &str = "picluster-agent";
+/// Where glusterd reads option groups from.
+pub const GROUP_FILE: &str = "/var/lib/glusterd/groups/picluster-agent";
+
+async fn read_gluster(
+    gluster: &Gluster,
+    volume: &str,
+) -> (bool, Option<String>, Vec<PoolMember>, Option<VolumeBrief>) {
+    let pool = match gluster.pool_list().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!("gluster pool list: {e}");
+            return (false, None, Vec::new(), None);
+        }
+    };
+    let uuid = pool.iter().find(|p| p.is_self).map(|p| p.uuid.clone());
+    let members = pool
+        .into_iter()
+        .map(|p| PoolMember {
+            uuid: p.uuid,
+            hostname: p.hostname,
+            connected: p.connected || p.is_self,
+        })
+        .collect();
+    let vol = match gluster.volume_info(volume).await {
+        Ok(Some(v)) => Some(VolumeBrief {
+            name: v.name,
+            id: v.id,
+            replica: v.replica_count,
+            bricks: v.bricks.iter().map(|b| b.spec()).collect(),
+            started: v.status == VolumeState::Started,
+            options: v.options,
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::debug!("gluster volume info: {e}");
+            None
+        }
+    };
+    (true, uuid, members, vol)
+}
+
+async fn read_mount(mount_point: &std::path::Path) -> bool {
+    mount::is_mounted(mount_point).await
+        && mount::mount_entry(mount_point)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.fstype.contains("glusterfs"))
+}
+
+async fn read_swarm(
+    docker: Option<&Docker>,
+    addr: Ipv4Addr,
+) -> (
+    Option<SwarmBrief>,
+    Option<Vec<SwarmNodeView>>,
+    Option<JoinTokens>,
+) {
+    let Some(d) = docker else {
+        return (None, None, None);
+    };
+    let st = match d.swarm_state().await {
+        Ok(st) => st,
+        Err(e) => {
+            tracing::debug!("swarm state: {e}");
+            return (None, None, None);
+        }
+    };
+    if !matches!(
+        st.local_state,
+        LocalNodeState::Active | LocalNodeState::Pending
+    ) {
+        return (None, None, None);
+    }
+    let mut brief = SwarmBrief {
+        cluster_id: st.swarm_id.clone().unwrap_or_default(),
+        node_id: st.node_id.clone().unwrap_or_default(),
+        is_manager: st.is_manager,
+        is_leader: false,
+        remote_managers: st.remote_managers.clone(),
+    };
+    if !st.is_manager {
+        return (Some(brief), None, None);
+    }
+    let (nodes, tokens) = tokio::join!(d.nodes(), d.join_tokens());
+    let mut views = None;
+    if let Ok(nodes) = nodes {
+        brief.is_leader = nodes.iter().any(|n| n.leader && n.id == brief.node_id);
+        if brief.is_leader {
+            views = Some(
+                nodes
+                    .iter()
+                    .map(|n| SwarmNodeView {
+                        id: n.id.clone(),
+                        hostname: n.hostname.clone(),
+                        is_manager: n.role == NodeRole::Manager,
+                        ready: n.state == NodeState::Ready,
+                        mount_label: n.labels.get(MOUNT_LABEL).cloned(),
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let tokens = tokens.ok().map(|t| JoinTokens {
+        worker: t.worker,
+        manager: t.manager,
+        remote_addrs: vec![format!("{addr}:2377")],
+    });
+    (Some(brief), views, tokens)
+}
+
+/// Fetches every known peer's summary concurrently (each bounded by the client's timeouts).
+async fn poll_peers(client: &PeerClient, peers: &PeerTable) -> Vec<NodeSummary> {
+    let mut set = tokio::task::JoinSet::new();
+    for p in peers.all() {
+        let client = client.clone();
+        let a = p.announcement;
+        set.spawn(async move {
+            let r = client
+                .summary(SocketAddr::new(a.addr.into(), a.api_port))
+                .await;
+            (a.node_id, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(res) = set.join_next().await {
+        let Ok((node_id, r)) = res else { continue };
+        match r {
+            Ok(s) if s.node_id == node_id => {
+                peers.touch(&node_id, unix_now());
+                out.push(s);
+            }
+            Ok(_) => tracing::warn!(node = %node_id, "peer answered with another node id"),
+            Err(e) => tracing::debug!(node = %node_id, "summary: {e}"),
+        }
+    }
+    out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    out
+}
+
+async fn swarm_action(
+    action: &Action,
+    d: &Docker,
+    client: &PeerClient,
+    peers: &PeerTable,
+    addr: Ipv4Addr,
+) -> anyhow::Result<()> {
+    match action {
+        Action::SwarmInit => {
+            d.swarm_init(&addr.to_string(), SWARM_LISTEN).await?;
+        }
+        Action::SwarmJoin(node_id) => {
+            let peer = peers
+                .get(node_id)
+                .context("the manager left the peer table")?;
+            let a = peer.announcement;
+            let t = client
+                .join_token(SocketAddr::new(a.addr.into(), a.api_port), "worker")
+                .await?;
+            d.swarm_join(&addr.to_string(), SWARM_LISTEN, &t.remote_addrs, &t.token)
+                .await?;
+        }
+        Action::Promote(id) => d.set_node_role(id, NodeRole::Manager).await?,
+        Action::Label(id, value) => d.set_node_label(id, MOUNT_LABEL, value).await?,
+        other => anyhow::bail!("{other:?} is not a Swarm action"),
+    }
+    Ok(())
+}

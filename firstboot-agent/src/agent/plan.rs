@@ -58,8 +58,8 @@ pub enum Action {
         /// Bricks `host:/path`, in order.
         bricks: Vec<String>,
     },
-    /// `gluster volume set` one option.
-    SetOption(String, String),
+    /// Set these volume options (key, value) in one transaction.
+    SetOptions(Vec<(String, String)>),
     /// Start the volume.
     StartVolume,
     /// Add a brick, raising the replica count.
@@ -126,6 +126,8 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Whether this node is the pool leader.
     pub pool_leader: bool,
+    /// Swarm actions, run beside the volume actions (they do not depend on each other).
+    pub swarm_actions: Vec<Action>,
 }
 
 /// Whether a node is in a Gluster pool with others or knows a volume.
@@ -182,6 +184,7 @@ pub fn plan(ctx: &Ctx) -> Plan {
             detail,
             actions,
             pool_leader: false,
+            swarm_actions: Vec::new(),
         };
     }
 
@@ -204,6 +207,7 @@ pub fn plan(ctx: &Ctx) -> Plan {
     members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     let leader = members[0].node_id.clone();
     let i_lead = leader == me.node_id;
+    let (swarm_done, swarm_detail, swarm_actions) = swarm_track(ctx, i_lead);
 
     // Names: probe back nodes glusterd knows only by address.
     for m in &me.pool {
@@ -249,6 +253,7 @@ pub fn plan(ctx: &Ctx) -> Plan {
         detail,
         actions,
         pool_leader: i_lead,
+        swarm_actions: swarm_actions.clone(),
     };
 
     let Some(vol) = &me.volume else {
@@ -270,7 +275,9 @@ pub fn plan(ctx: &Ctx) -> Plan {
                 actions,
             );
         }
-        let layout = plan_volume(usable.len());
+        // The volume is laid out for the nodes the cluster was built for; extra nodes present at formation are
+        // treated as late nodes (spares).
+        let layout = plan_volume(usable.len().min(ctx.expected as usize));
         let bricks = usable[..layout.bricks]
             .iter()
             .map(|s| format!("{}:{}", s.hostname, ctx.brick_path))
@@ -287,11 +294,11 @@ pub fn plan(ctx: &Ctx) -> Plan {
     };
 
     if i_lead {
-        for (k, v) in VOLUME_OPTIONS {
-            if vol.options.get(*k).map(String::as_str) != Some(*v) {
-                actions.push(Action::SetOption(k.to_string(), v.to_string()));
-            }
-        }
+        let mut set: Vec<(String, String)> = VOLUME_OPTIONS
+            .iter()
+            .filter(|(k, v)| vol.options.get(*k).map(String::as_str) != Some(*v))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut allow: BTreeSet<String> = vol
             .options
             .get("auth.allow")
@@ -309,10 +316,13 @@ pub fn plan(ctx: &Ctx) -> Plan {
             }
         }
         if allow != before || !vol.options.contains_key("auth.allow") {
-            actions.push(Action::SetOption(
+            set.push((
                 "auth.allow".into(),
                 allow.into_iter().collect::<Vec<_>>().join(","),
             ));
+        }
+        if !set.is_empty() {
+            actions.push(Action::SetOptions(set));
         }
     }
     if !vol.started {
@@ -357,65 +367,62 @@ pub fn plan(ctx: &Ctx) -> Plan {
             }
         }
         actions.push(Action::Mount(servers));
-        return done(Phase::Mounting, "mounting the volume".into(), actions);
+        done(Phase::Mounting, "mounting the volume".into(), actions)
+    } else if !swarm_done {
+        done(Phase::FormingSwarm, swarm_detail, actions)
+    } else {
+        done(Phase::Steady, "formed".into(), actions)
     }
+}
 
-    match &me.swarm {
-        None => {
-            let manager = ctx
-                .peers
-                .iter()
-                .filter(|p| p.swarm.as_ref().is_some_and(|s| s.is_manager))
-                .min_by(|a, b| a.node_id.cmp(&b.node_id));
-            if let Some(m) = manager {
-                actions.push(Action::SwarmJoin(m.node_id.clone()));
-                done(
-                    Phase::FormingSwarm,
-                    format!("joining the swarm through {}", m.hostname),
-                    actions,
-                )
-            } else if i_lead && ctx.peers.iter().all(|p| p.swarm.is_none()) {
-                actions.push(Action::SwarmInit);
-                done(
-                    Phase::FormingSwarm,
-                    "initialising the swarm".into(),
-                    actions,
-                )
-            } else {
-                done(
-                    Phase::FormingSwarm,
-                    "waiting for a swarm manager".into(),
-                    actions,
-                )
-            }
+/// The Swarm track, run beside the volume work once this node is in the pool: (joined, detail, actions).
+fn swarm_track(ctx: &Ctx, i_lead: bool) -> (bool, String, Vec<Action>) {
+    let me = ctx.me;
+    let mut actions = Vec::new();
+    let Some(sw) = &me.swarm else {
+        let manager = ctx
+            .peers
+            .iter()
+            .filter(|p| p.swarm.as_ref().is_some_and(|s| s.is_manager))
+            .min_by(|a, b| a.node_id.cmp(&b.node_id));
+        if let Some(m) = manager {
+            actions.push(Action::SwarmJoin(m.node_id.clone()));
+            return (
+                false,
+                format!("joining the swarm through {}", m.hostname),
+                actions,
+            );
         }
-        Some(sw) => {
-            if sw.is_leader {
-                if let Some(nodes) = ctx.swarm_nodes {
-                    let want = desired_managers(nodes.len());
-                    let have = nodes.iter().filter(|n| n.is_manager).count();
-                    let mut workers: Vec<&SwarmNodeView> =
-                        nodes.iter().filter(|n| !n.is_manager && n.ready).collect();
-                    workers.sort_by(|a, b| a.hostname.cmp(&b.hostname));
-                    for w in workers.iter().take(want.saturating_sub(have)) {
-                        actions.push(Action::Promote(w.id.clone()));
-                    }
-                    for n in nodes {
-                        let summary = std::iter::once(me)
-                            .chain(ctx.peers)
-                            .find(|s| s.swarm.as_ref().is_some_and(|x| x.node_id == n.id));
-                        if let Some(s) = summary {
-                            let value = if s.mounted { "mounted" } else { "unmounted" };
-                            if n.mount_label.as_deref() != Some(value) {
-                                actions.push(Action::Label(n.id.clone(), value.into()));
-                            }
-                        }
+        if i_lead && ctx.peers.iter().all(|p| p.swarm.is_none()) {
+            actions.push(Action::SwarmInit);
+            return (false, "initialising the swarm".into(), actions);
+        }
+        return (false, "waiting for a swarm manager".into(), actions);
+    };
+    if sw.is_leader {
+        if let Some(nodes) = ctx.swarm_nodes {
+            let want = desired_managers(nodes.len());
+            let have = nodes.iter().filter(|n| n.is_manager).count();
+            let mut workers: Vec<&SwarmNodeView> =
+                nodes.iter().filter(|n| !n.is_manager && n.ready).collect();
+            workers.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+            for w in workers.iter().take(want.saturating_sub(have)) {
+                actions.push(Action::Promote(w.id.clone()));
+            }
+            for n in nodes {
+                let summary = std::iter::once(me)
+                    .chain(ctx.peers)
+                    .find(|s| s.swarm.as_ref().is_some_and(|x| x.node_id == n.id));
+                if let Some(s) = summary {
+                    let value = if s.mounted { "mounted" } else { "unmounted" };
+                    if n.mount_label.as_deref() != Some(value) {
+                        actions.push(Action::Label(n.id.clone(), value.into()));
                     }
                 }
             }
-            done(Phase::Steady, "formed".into(), actions)
         }
     }
+    (true, "in the swarm".into(), actions)
 }
 
 #[cfg(test)]
@@ -538,6 +545,25 @@ mod tests {
     }
 
     #[test]
+    fn swarm_is_initialised_beside_the_volume_once_pooled() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(matches!(p.actions[..], [Action::CreateVolume { .. }]));
+        assert_eq!(p.swarm_actions, vec![Action::SwarmInit]);
+        // Never while another node answers as being in a swarm.
+        nodes[3].swarm = Some(SwarmBrief {
+            cluster_id: String::new(),
+            node_id: "s4".into(),
+            is_manager: false,
+            is_leader: false,
+            remote_managers: vec![],
+        });
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(p.swarm_actions.is_empty());
+    }
+
+    #[test]
     fn leader_waits_while_a_member_is_disconnected() {
         let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
         pool(&mut nodes, &[1, 2, 3, 4]);
@@ -589,12 +615,13 @@ mod tests {
             n.mounted = true;
         }
         let p = run(&nodes[0], &nodes[1..]);
-        assert_eq!(p.actions, vec![Action::SwarmInit]);
+        assert_eq!(p.swarm_actions, vec![Action::SwarmInit]);
+        assert_eq!(p.phase, Phase::FormingSwarm);
         let p = run(
             &nodes[1],
             &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
         );
-        assert!(p.actions.is_empty());
+        assert!(p.actions.is_empty() && p.swarm_actions.is_empty());
         assert_eq!(p.phase, Phase::FormingSwarm);
         // Once node 1 is a manager, the others join through it.
         nodes[0].swarm = Some(SwarmBrief {
@@ -608,7 +635,7 @@ mod tests {
             &nodes[1],
             &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
         );
-        assert_eq!(p.actions, vec![Action::SwarmJoin("n1".into())]);
+        assert_eq!(p.swarm_actions, vec![Action::SwarmJoin("n1".into())]);
     }
 
     #[test]
@@ -646,7 +673,7 @@ mod tests {
         });
         assert_eq!(p.phase, Phase::Steady);
         assert_eq!(
-            p.actions,
+            p.swarm_actions,
             vec![
                 Action::Promote("s2".into()),
                 Action::Promote("s3".into()),
@@ -682,7 +709,7 @@ mod tests {
             .any(|a| matches!(a, Action::AddBrick { .. })));
         // But the fifth node's address is allowed.
         assert!(p.actions.iter().any(
-            |a| matches!(a, Action::SetOption(k, v) if k == "auth.allow" && v.contains("10.0.0.5"))
+            |a| matches!(a, Action::SetOptions(o) if o.iter().any(|(k, v)| k == "auth.allow" && v.contains("10.0.0.5")))
         ));
     }
 }

@@ -1,0 +1,409 @@
+//! The lab itself, without the agent: real glusterd and dockerd on three namespaced nodes can form a pool, a
+//! replicated volume on XFS bricks and a swarm by hand; mDNS crosses the bridge beside avahi; a power cut and a
+//! restart keep a node's identity; `down` leaves nothing behind; two labs run side by side.
+//! Needs root and the packages of `ci/install-deps`; skipped (with a message) when not root.
+
+use cluster_tests::lab::{require_root, wait_until, Lab, LabOptions};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Peers glusterd on `node` reports as connected in `gluster --xml pool list` (itself included).
+fn connected_peers(lab: &Lab, node: &str) -> anyhow::Result<usize> {
+    let xml = lab.exec_ok(node, &["gluster", "--xml", "pool", "list"])?;
+    anyhow::ensure!(xml.contains("<opRet>0</opRet>"), "pool list failed: {xml}");
+    Ok(xml.matches("<connected>1</connected>").count())
+}
+
+/// The UUID glusterd on `node` calls itself.
+fn glusterd_uuid(lab: &Lab, node: &str) -> anyhow::Result<String> {
+    let info = lab.exec_ok(node, &["cat", "/var/lib/glusterd/glusterd.info"])?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("UUID="))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no UUID in glusterd.info: {info}"))
+}
+
+/// Everything a lab leaves on the host while it is up, by its names: namespaces, links, loop devices.
+fn host_traces(id: &str, bridge: &str, state_dir: &Path) -> Vec<String> {
+    let mut traces = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{id}-node")) {
+                traces.push(format!("network namespace {name}"));
+            }
+        }
+    }
+    // The bridge is `pb<hash>`, the veths `p<hash>n<i>`: both contain the hash.
+    let hash = bridge.trim_start_matches("pb");
+    if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains(hash) {
+                traces.push(format!("link {name}"));
+            }
+        }
+    }
+    let loops = std::process::Command::new("losetup")
+        .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
+        .output()
+        .expect("losetup runs");
+    for line in String::from_utf8_lossy(&loops.stdout).lines() {
+        if line.contains(&*state_dir.to_string_lossy()) {
+            traces.push(format!("loop device {line}"));
+        }
+    }
+    if state_dir.exists() {
+        traces.push(format!("state directory {}", state_dir.display()));
+    }
+    traces
+}
+
+#[test]
+fn three_nodes_pool_volume_swarm_mdns_power_cut_and_clean_down() -> anyhow::Result<()> {
+    if !require_root("lab_smoke::three_nodes") {
+        return Ok(());
+    }
+    let lab = Lab::up(LabOptions::new(3).no_agent())?;
+    eprintln!("ci/lab up of 3 nodes took {:?}", lab.up_time());
+    let nodes = lab.node_names();
+    let ips: Vec<String> = nodes.iter().map(|n| lab.ip(n)).collect::<Result<_, _>>()?;
+
+    // Every node has its own glusterd, dockerd, host name and machine id.
+    let mut ids = Vec::new();
+    for node in &nodes {
+        assert_eq!(
+            connected_peers(&lab, node)?,
+            1,
+            "{node}: a fresh glusterd knows only itself"
+        );
+        let docker_id = lab.exec_ok(node, &["docker", "info", "--format", "{{.ID}}"])?;
+        assert!(
+            !docker_id.trim().is_empty(),
+            "{node}: docker info gave no id"
+        );
+        assert_eq!(lab.exec_ok(node, &["hostname"])?.trim(), node.as_str());
+        ids.push(lab.exec_ok(node, &["cat", "/etc/machine-id"])?);
+        ids.push(glusterd_uuid(&lab, node)?);
+        ids.push(docker_id);
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "machine ids, glusterd UUIDs and docker ids must all differ: {ids:?}"
+    );
+
+    // node1 reaches node3 by address (node3's glusterd port).
+    lab.exec_ok(
+        "node1",
+        &["bash", "-c", &format!("exec 3<>/dev/tcp/{}/24007", ips[2])],
+    )?;
+
+    // A pool, a replica-3 volume on XFS bricks on the cards, mounted everywhere; data crosses nodes intact.
+    for node in &nodes {
+        lab.brick(node)?;
+        let fs = lab.exec_ok(
+            node,
+            &["findmnt", "-n", "-o", "FSTYPE", "/srv/gluster/brick1"],
+        )?;
+        assert_eq!(fs.trim(), "xfs", "{node}: the brick is not XFS");
+    }
+    for ip in &ips[1..] {
+        lab.exec_ok("node1", &["gluster", "peer", "probe", ip])?;
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "3 connected peers on every node",
+        || {
+            for node in &nodes {
+                if connected_peers(&lab, node)? != 3 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    let mut create = vec![
+        "gluster",
+        "--mode=script",
+        "volume",
+        "create",
+        "shared",
+        "replica",
+        "3",
+    ];
+    let bricks: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("{ip}:/srv/gluster/brick1/brick"))
+        .collect();
+    create.extend(bricks.iter().map(String::as_str));
+    lab.exec_ok("node1", &create)?;
+    lab.exec_ok(
+        "node1",
+        &["gluster", "--mode=script", "volume", "start", "shared"],
+    )?;
+    for (node, ip) in nodes.iter().zip(&ips) {
+        lab.exec_ok(
+            node,
+            &[
+                "mount",
+                "-t",
+                "glusterfs",
+                &format!("{ip}:/shared"),
+                "/mnt/shared",
+            ],
+        )?;
+    }
+    let written = lab.sh(
+        "node1",
+        "head -c 5000000 /dev/urandom > /mnt/shared/probe.bin && sync && sha256sum < /mnt/shared/probe.bin",
+    )?;
+    let read = lab.sh("node3", "sha256sum < /mnt/shared/probe.bin")?;
+    assert_eq!(
+        read, written,
+        "the file read on node3 differs from the one written on node1"
+    );
+
+    // A swarm by hand: node1 initialises, node2 joins as a worker.
+    lab.exec_ok(
+        "node1",
+        &["docker", "swarm", "init", "--advertise-addr", &ips[0]],
+    )?;
+    let token = lab.exec_ok("node1", &["docker", "swarm", "join-token", "-q", "worker"])?;
+    lab.exec_ok(
+        "node2",
+        &[
+            "docker",
+            "swarm",
+            "join",
+            "--advertise-addr",
+            &ips[1],
+            "--token",
+            token.trim(),
+            &format!("{}:2377", ips[0]),
+        ],
+    )?;
+    wait_until(
+        Duration::from_secs(30),
+        "a swarm of 2 nodes seen by node1",
+        || {
+            let out = lab.exec_ok(
+                "node1",
+                &[
+                    "docker",
+                    "node",
+                    "ls",
+                    "--format",
+                    "{{.Hostname}} {{.Status}}",
+                ],
+            )?;
+            Ok(out.lines().filter(|l| l.ends_with(" Ready")).count() == 2)
+        },
+    )?;
+
+    // mDNS crosses the bridge: node1's avahi publishes a service, python-zeroconf on node3 (beside node3's avahi,
+    // which holds port 5353) browses and resolves it, TXT included.
+    lab.sh(
+        "node1",
+        r#"cat > /etc/avahi/services/lab-smoke.service <<'XML'
+<?xml version="1.0" standalone='no'?>
+<!DOCTYPE service-group SYSTEM "avahi-service.dtd">
+<service-group>
+  <name>lab-smoke-node1</name>
+  <service><type>_pilab-smoke._tcp</type><port>7780</port><txt-record>hello=node1</txt-record></service>
+</service-group>
+XML"#,
+    )?;
+    let browse = r#"
+import sys, time
+from zeroconf import Zeroconf, ServiceBrowser, ServiceListener
+found = {}
+class L(ServiceListener):
+    def add_service(self, zc, t, name): found[name] = zc.get_service_info(t, name, 3000)
+    def update_service(self, zc, t, name): pass
+    def remove_service(self, zc, t, name): pass
+zc = Zeroconf()
+ServiceBrowser(zc, "_pilab-smoke._tcp.local.", L())
+end = time.time() + 20
+while time.time() < end and not any(i is not None for i in found.values()):
+    time.sleep(0.1)
+for name, info in found.items():
+    if info is not None:
+        print(name, info.parsed_addresses(), info.port, info.properties.get(b"hello", b"").decode())
+zc.close()
+"#;
+    let seen = lab.exec_ok("node3", &["python3", "-c", browse])?;
+    assert!(
+        seen.contains("lab-smoke-node1._pilab-smoke._tcp.local.")
+            && seen.contains(&ips[0])
+            && seen.contains("7780 node1"),
+        "node3 did not see node1's mDNS service with its address, port and TXT: {seen:?}"
+    );
+
+    // Power cut of node2: all its processes die at once; it boots again with the same identity and state.
+    let uuid2 = glusterd_uuid(&lab, "node2")?;
+    let before = lab.status()?;
+    let node2_pids: Vec<u64> = before["nodes"][1]["pids"]
+        .as_object()
+        .expect("pids object")
+        .values()
+        .filter_map(|v| v.as_u64())
+        .chain(before["nodes"][1]["init_pid"].as_u64())
+        .collect();
+    assert_eq!(
+        node2_pids.len(),
+        4,
+        "init, glusterd, dockerd, avahi: {before}"
+    );
+    let cut_at = Instant::now();
+    lab.kill("node2")?;
+    eprintln!("ci/lab kill took {:?}", cut_at.elapsed());
+    for pid in &node2_pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} of node2 survived the power cut"
+        );
+    }
+    assert!(
+        !lab.exec("node2", &["true"])?.status.success(),
+        "exec on a powered-off node must fail"
+    );
+    assert_eq!(lab.status()?["nodes"][1]["state"], "off");
+    let boot = Instant::now();
+    lab.start("node2")?;
+    eprintln!("ci/lab start took {:?}", boot.elapsed());
+    assert_eq!(
+        glusterd_uuid(&lab, "node2")?,
+        uuid2,
+        "node2's glusterd came back with another identity"
+    );
+    // Its brick comes back once mounted again (the agent does that at boot); the pool sees node2 again.
+    lab.brick("node2")?;
+    wait_until(
+        Duration::from_secs(30),
+        "node2's glusterd to rejoin the pool of 3",
+        || Ok(connected_peers(&lab, "node2")? == 3 && connected_peers(&lab, "node1")? == 3),
+    )?;
+    lab.exec_ok(
+        "node2",
+        &[
+            "mount",
+            "-t",
+            "glusterfs",
+            &format!("{}:/shared", ips[1]),
+            "/mnt/shared",
+        ],
+    )?;
+    assert_eq!(
+        lab.sh("node2", "sha256sum < /mnt/shared/probe.bin")?,
+        written,
+        "data on node2 after restart"
+    );
+
+    // down leaves nothing of the lab on the host.
+    let status = lab.status()?;
+    let bridge = status["bridge"].as_str().expect("bridge").to_string();
+    let mut pids: Vec<u64> = Vec::new();
+    for n in status["nodes"].as_array().expect("nodes") {
+        pids.extend(
+            n["pids"]
+                .as_object()
+                .expect("pids")
+                .values()
+                .filter_map(|v| v.as_u64()),
+        );
+        pids.extend(n["init_pid"].as_u64());
+    }
+    let (id, state_dir) = (lab.id().to_string(), lab.state_dir());
+    assert!(
+        !host_traces(&id, &bridge, &state_dir).is_empty(),
+        "the trace finder must see a running lab"
+    );
+    lab.down()?;
+    assert_eq!(
+        host_traces(&id, &bridge, &state_dir),
+        Vec::<String>::new(),
+        "left behind by ci/lab down"
+    );
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} of the lab survived down"
+        );
+    }
+    let rules = std::process::Command::new("iptables")
+        .args(["-S", "FORWARD"])
+        .output()?;
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains(&format!("pilab:{id}")),
+        "the lab's FORWARD rule survived down"
+    );
+    Ok(())
+}
+
+#[test]
+fn two_labs_run_side_by_side_apart() -> anyhow::Result<()> {
+    if !require_root("lab_smoke::two_labs") {
+        return Ok(());
+    }
+    let a = Lab::up(LabOptions::new(1).no_agent())?;
+    let b = Lab::up(LabOptions::new(1).no_agent())?;
+    let (sa, sb) = (a.status()?, b.status()?);
+    assert_ne!(sa["subnet"], sb["subnet"], "two labs share a subnet");
+    assert_ne!(sa["bridge"], sb["bridge"], "two labs share a bridge");
+    for lab in [&a, &b] {
+        assert_eq!(connected_peers(lab, "node1")?, 1);
+    }
+    // Apart: a node of lab A cannot reach a node of lab B.
+    let ip_b = b.ip("node1")?;
+    let reach = a.exec(
+        "node1",
+        &[
+            "timeout",
+            "3",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{ip_b}/24007"),
+        ],
+    )?;
+    assert!(
+        !reach.status.success(),
+        "lab A's node reached lab B's node {ip_b}"
+    );
+    // Taking one down leaves the other running.
+    a.down()?;
+    assert_eq!(
+        connected_peers(&b, "node1")?,
+        1,
+        "lab B's node died with lab A"
+    );
+    b.down()?;
+    Ok(())
+}
+
+#[test]
+fn down_cleans_up_after_lost_state() -> anyhow::Result<()> {
+    if !require_root("lab_smoke::down_after_lost_state") {
+        return Ok(());
+    }
+    let lab = Lab::up(LabOptions::new(1).no_agent())?;
+    let bridge = lab.status()?["bridge"]
+        .as_str()
+        .expect("bridge")
+        .to_string();
+    let (id, state_dir) = (lab.id().to_string(), lab.state_dir());
+    // As after a crash in the middle of `up`: the pid files and the card file are gone, the processes, the
+    // namespace, the loop device and the bridge are not.
+    std::fs::remove_dir_all(state_dir.join("node1/pids"))?;
+    std::fs::remove_file(state_dir.join("node1/card.img"))?;
+    lab.down()?;
+    assert_eq!(
+        host_traces(&id, &bridge, &state_dir),
+        Vec::<String>::new(),
+        "left behind by ci/lab down"
+    );
+    Ok(())
+}

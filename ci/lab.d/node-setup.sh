@@ -4,9 +4,10 @@
 # directories, /srv and /mnt, and its hostname. On the node's first boot it also writes the files a fresh card has
 # (/etc/hostname, /etc/hosts, /etc/machine-id) and the avahi config the lab needs.
 #
-# Environment (set by ci/lab): NODE_DIR (the node's state directory on the host), NODE_HOSTNAME, FIRST_BOOT (1/0).
+# Environment (set by ci/lab): NODE_DIR (the node's state directory on the host), NODE_HOSTNAME, FIRST_BOOT (1/0),
+# NODE_CARD (the node's loop device, /dev/loopN).
 set -euo pipefail
-: "${NODE_DIR:?}" "${NODE_HOSTNAME:?}" "${FIRST_BOOT:?}"
+: "${NODE_DIR:?}" "${NODE_HOSTNAME:?}" "${FIRST_BOOT:?}" "${NODE_CARD:?}"
 
 # 1. The new mount namespace is a copy of the host's: it holds every loop and FUSE mount other programs had at that
 # moment. Dropping them here keeps this node from pinning someone else's filesystem (their umount + losetup -d on
@@ -21,7 +22,35 @@ mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 mkdir -p /run/lock /run/avahi-daemon /run/gluster /run/user /run/sshd
 chmod 1777 /run/lock
 
-# 3. Copy-on-write system directories: the node sees the host's packages and config, its writes stay its own.
+# 3. A private /dev holding the basic character devices and only this node's card (and its partitions), as a Pi
+# sees only its own SD card. Every card is a copy of one image, so all carry the same PARTUUIDs: with the host's
+# /dev, `mount PARTUUID=...-03` (or blkid) on one node could find another node's brick. Partition nodes are made
+# here from sysfs; after changing the table, whoever changed it makes the new ones (no udev in a lab node).
+dev=$(mktemp -d /run/lab-dev.XXXXXX)
+mount -t tmpfs -o mode=0755,nosuid tmpfs "$dev"
+for n in null zero full random urandom tty console fuse kmsg loop-control ptmx; do
+  if [ -e "/dev/$n" ]; then cp -a "/dev/$n" "$dev/"; fi
+done
+card=${NODE_CARD#/dev/}
+majmin=$(cat "/sys/block/$card/dev")
+mknod -m 0660 "$dev/$card" b "${majmin%:*}" "${majmin#*:}"
+for sys in /sys/block/"$card"/"$card"p*; do
+  [ -e "$sys/dev" ] || continue
+  majmin=$(cat "$sys/dev")
+  mknod -m 0660 "$dev/$(basename "$sys")" b "${majmin%:*}" "${majmin#*:}"
+done
+mkdir -p "$dev/pts" "$dev/shm" "$dev/net"
+[ -e /dev/net/tun ] && cp -a /dev/net/tun "$dev/net/"
+ln -s /proc/self/fd "$dev/fd"
+ln -s /proc/self/fd/0 "$dev/stdin"
+ln -s /proc/self/fd/1 "$dev/stdout"
+ln -s /proc/self/fd/2 "$dev/stderr"
+mount --bind /dev/pts "$dev/pts"
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$dev/shm"
+mount --move "$dev" /dev
+rmdir "$dev"
+
+# 4. Copy-on-write system directories: the node sees the host's packages and config, its writes stay its own.
 overlay() { # overlay TARGET NAME
   mkdir -p "$NODE_DIR/fs/$2.upper" "$NODE_DIR/fs/$2.work"
   local deadline=$((SECONDS + 20))
@@ -66,6 +95,13 @@ if [ "$FIRST_BOOT" = 1 ]; then
   echo "# ci/lab: no DNS server on the lab network; names resolve by /etc/hosts and mDNS" > /etc/resolv.conf
   od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > /etc/machine-id
   echo >> /etc/machine-id
+  # Identities a host file would otherwise give every node alike (the /etc and /var/lib overlays show the host's
+  # files): dockerd's engine id comes from /etc/docker/key.json, D-Bus reads /var/lib/dbus/machine-id.
+  rm -f /etc/docker/key.json
+  if [ -e /var/lib/dbus/machine-id ] || [ -L /var/lib/dbus/machine-id ]; then
+    rm -f /var/lib/dbus/machine-id
+    ln -s /etc/machine-id /var/lib/dbus/machine-id
+  fi
   # As Raspberry Pi OS ships it, except: no D-Bus in a lab node, and only the lab link.
   cat > /etc/avahi/avahi-daemon.conf <<'CONF'
 # written by ci/lab: Raspberry Pi OS defaults, without D-Bus (no system bus in a lab node), on eth0 only
@@ -90,3 +126,15 @@ publish-workstation=no
 CONF
 fi
 hostname "$(cat /etc/hostname)"
+
+# 5. What systemd does with /etc/fstab at boot, for local filesystems (the brick): mount every entry under /srv or
+# /mnt that is not mounted yet. `nofail` semantics: a failure is logged, the boot goes on. Network filesystems
+# (glusterfs, _netdev) are mounted by ci/lab once the node's daemons answer.
+if [ "$FIRST_BOOT" = 0 ]; then
+  findmnt --fstab -n -r -o TARGET,FSTYPE,OPTIONS | while read -r target fstype options; do
+    case "$target" in /srv/*|/mnt/*) ;; *) continue ;; esac
+    case "$fstype,$options" in glusterfs,*|nfs*|*_netdev*) continue ;; esac
+    mkdir -p "$target"
+    mountpoint -q "$target" || mount "$target" || echo "boot: mount $target failed (as nofail: boot goes on)" >&2
+  done
+fi

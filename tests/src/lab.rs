@@ -119,6 +119,18 @@ impl LabOptions {
         self.agent = Some(agent.to_path_buf());
         self
     }
+
+    /// With cards of this size (`8G`, `16G`, ...).
+    pub fn card_size(mut self, size: &str) -> LabOptions {
+        self.card_size = Some(size.to_string());
+        self
+    }
+
+    /// Every node starts as `raspberrypi`, as fresh cards do.
+    pub fn pi_hostnames(mut self) -> LabOptions {
+        self.pi_hostnames = true;
+        self
+    }
 }
 
 /// The repository root (the parent of this crate's directory).
@@ -324,6 +336,23 @@ impl Lab {
     /// directory `/srv/gluster/brick1/brick`). Idempotent: after a restart it only mounts it again.
     pub fn brick(&self, node: &str) -> Result<()> {
         self.run_ok(&["brick", node]).map(drop)
+    }
+
+    /// `GET http://127.0.0.1:{port}{path}` from inside `node` (the agent's API, default port 7780), as JSON.
+    pub fn api_get(&self, node: &str, port: u16, path: &str) -> Result<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let body = self.exec_ok(node, &["curl", "-sS", "-f", "-m", "5", &url])?;
+        serde_json::from_str(&body)
+            .map_err(|e| LabError::Status(format!("{url} on {node}: {e}: {body}")))
+    }
+
+    /// When the lab started `node`'s agent (seconds since the Unix epoch), if it did.
+    pub fn agent_started(&self, node: &str) -> Option<f64> {
+        std::fs::read_to_string(self.state_dir().join(node).join("agent.started"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// `ci/lab status --json`: lab, bridge, subnet and per node address, state, pids, card device.

@@ -64,6 +64,10 @@ fn three_nodes_pool_volume_swarm_mdns_power_cut_and_clean_down() -> anyhow::Resu
     if !require_root("lab_smoke::three_nodes") {
         return Ok(());
     }
+    let t0 = Instant::now();
+    macro_rules! step {
+        ($($arg:tt)*) => { eprintln!("[{:6.1} s] {}", t0.elapsed().as_secs_f64(), format!($($arg)*)) };
+    }
     let lab = Lab::up(LabOptions::new(3).no_agent())?;
     eprintln!("ci/lab up of 3 nodes took {:?}", lab.up_time());
     let nodes = lab.node_names();
@@ -96,6 +100,7 @@ fn three_nodes_pool_volume_swarm_mdns_power_cut_and_clean_down() -> anyhow::Resu
         "machine ids, glusterd UUIDs and docker ids must all differ: {ids:?}"
     );
 
+    step!("identities checked");
     // node1 reaches node3 by address (node3's glusterd port).
     lab.exec_ok(
         "node1",
@@ -141,10 +146,25 @@ fn three_nodes_pool_volume_swarm_mdns_power_cut_and_clean_down() -> anyhow::Resu
         .collect();
     create.extend(bricks.iter().map(String::as_str));
     lab.exec_ok("node1", &create)?;
+    // A power-cut node answers nothing (no RST): clients wait network.ping-timeout (42 s by default) before they
+    // give up on its brick. The agent chooses its own value; a short one keeps this test fast.
+    lab.exec_ok(
+        "node1",
+        &[
+            "gluster",
+            "--mode=script",
+            "volume",
+            "set",
+            "shared",
+            "network.ping-timeout",
+            "5",
+        ],
+    )?;
     lab.exec_ok(
         "node1",
         &["gluster", "--mode=script", "volume", "start", "shared"],
     )?;
+    step!("volume created and started");
     for (node, ip) in nodes.iter().zip(&ips) {
         lab.exec_ok(
             node,
@@ -167,6 +187,7 @@ fn three_nodes_pool_volume_swarm_mdns_power_cut_and_clean_down() -> anyhow::Resu
         "the file read on node3 differs from the one written on node1"
     );
 
+    step!("file read back on node3");
     // A swarm by hand: node1 initialises, node2 joins as a worker.
     lab.exec_ok(
         "node1",
@@ -204,6 +225,7 @@ fn three_nodes_pool_volume_swarm_mdns_power_cut_and_clean_down() -> anyhow::Resu
         },
     )?;
 
+    step!("swarm of 2");
     // mDNS crosses the bridge: node1's avahi publishes a service, python-zeroconf on node3 (beside node3's avahi,
     // which holds port 5353) browses and resolves it, TXT included.
     lab.sh(
@@ -243,8 +265,21 @@ zc.close()
         "node3 did not see node1's mDNS service with its address, port and TXT: {seen:?}"
     );
 
+    step!("mDNS browsed");
+    // node2 records its brick and the shared volume in /etc/fstab, as the agent does; the lab's boot mounts them.
+    lab.sh(
+        "node2",
+        &format!(
+            "uuid=$(blkid -o value -s UUID \"$(findmnt -n -o SOURCE /srv/gluster/brick1)\") && \
+             printf 'UUID=%s\\t/srv/gluster/brick1\\txfs\\tdefaults,noatime,nofail\\t0\\t0\\n' \"$uuid\" >> /etc/fstab && \
+             echo '{}:/shared /mnt/shared glusterfs defaults,_netdev,nofail,backup-volfile-servers={}:{} 0 0' >> /etc/fstab",
+            ips[1], ips[0], ips[2]
+        ),
+    )?;
+
     // Power cut of node2: all its processes die at once; it boots again with the same identity and state.
     let uuid2 = glusterd_uuid(&lab, "node2")?;
+    let machine_id2 = lab.exec_ok("node2", &["cat", "/etc/machine-id"])?;
     let before = lab.status()?;
     let node2_pids: Vec<u64> = before["nodes"][1]["pids"]
         .as_object()
@@ -272,6 +307,14 @@ zc.close()
         "exec on a powered-off node must fail"
     );
     assert_eq!(lab.status()?["nodes"][1]["state"], "off");
+    // The survivors still serve the data.
+    step!("node2 off");
+    assert_eq!(
+        lab.sh("node3", "sha256sum < /mnt/shared/probe.bin")?,
+        written,
+        "data on node3 with node2 off"
+    );
+    step!("read on node3 with node2 off");
     let boot = Instant::now();
     lab.start("node2")?;
     eprintln!("ci/lab start took {:?}", boot.elapsed());
@@ -280,22 +323,22 @@ zc.close()
         uuid2,
         "node2's glusterd came back with another identity"
     );
-    // Its brick comes back once mounted again (the agent does that at boot); the pool sees node2 again.
-    lab.brick("node2")?;
+    assert_eq!(
+        lab.exec_ok("node2", &["cat", "/etc/machine-id"])?,
+        machine_id2,
+        "node2's machine id changed"
+    );
     wait_until(
-        Duration::from_secs(30),
-        "node2's glusterd to rejoin the pool of 3",
-        || Ok(connected_peers(&lab, "node2")? == 3 && connected_peers(&lab, "node1")? == 3),
-    )?;
-    lab.exec_ok(
-        "node2",
-        &[
-            "mount",
-            "-t",
-            "glusterfs",
-            &format!("{}:/shared", ips[1]),
-            "/mnt/shared",
-        ],
+        Duration::from_secs(60),
+        "node2 back in the pool of 3 with its brick online and the volume mounted",
+        || {
+            let status =
+                lab.exec_ok("node1", &["gluster", "--xml", "volume", "status", "shared"])?;
+            let online = status.matches("<status>1</status>").count();
+            Ok(connected_peers(&lab, "node1")? == 3
+            && online >= 6 // 3 bricks + 3 self-heal daemons
+            && lab.exec("node2", &["mountpoint", "-q", "/mnt/shared"])?.status.success())
+        },
     )?;
     assert_eq!(
         lab.sh("node2", "sha256sum < /mnt/shared/probe.bin")?,
@@ -303,6 +346,7 @@ zc.close()
         "data on node2 after restart"
     );
 
+    step!("node2 back with brick and volume");
     // down leaves nothing of the lab on the host.
     let status = lab.status()?;
     let bridge = status["bridge"].as_str().expect("bridge").to_string();
@@ -323,6 +367,7 @@ zc.close()
         "the trace finder must see a running lab"
     );
     lab.down()?;
+    step!("down");
     assert_eq!(
         host_traces(&id, &bridge, &state_dir),
         Vec::<String>::new(),
@@ -405,5 +450,41 @@ fn down_cleans_up_after_lost_state() -> anyhow::Result<()> {
         Vec::<String>::new(),
         "left behind by ci/lab down"
     );
+    Ok(())
+}
+
+#[test]
+fn cut_is_a_dead_peer_for_gluster_and_heal_brings_it_back() -> anyhow::Result<()> {
+    if !require_root("lab_smoke::cut_and_heal") {
+        return Ok(());
+    }
+    let lab = Lab::up(LabOptions::new(2).no_agent())?;
+    let ip2 = lab.ip("node2")?;
+    lab.exec_ok("node1", &["gluster", "peer", "probe", &ip2])?;
+    wait_until(Duration::from_secs(30), "a pool of 2", || {
+        Ok(connected_peers(&lab, "node1")? == 2 && connected_peers(&lab, "node2")? == 2)
+    })?;
+    lab.cut("node2")?;
+    assert_eq!(lab.status()?["nodes"][1]["state"], "cut");
+    let cut_at = Instant::now();
+    // No RST crosses a pulled cable: glusterd notices by TCP keepalive (about 26 s seen here).
+    wait_until(
+        Duration::from_secs(90),
+        "node1 to see node2 disconnected",
+        || Ok(connected_peers(&lab, "node1")? == 1),
+    )?;
+    eprintln!("node1 saw node2 disconnected after {:?}", cut_at.elapsed());
+    // node2 is alive behind its cable: its own glusterd still answers.
+    assert!(connected_peers(&lab, "node2")? >= 1);
+    lab.heal("node2")?;
+    let healed_at = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "node1 to see node2 connected again",
+        || Ok(connected_peers(&lab, "node1")? == 2),
+    )?;
+    eprintln!("reconnected {:?} after heal", healed_at.elapsed());
+    assert_eq!(lab.status()?["nodes"][1]["state"], "running");
+    lab.down()?;
     Ok(())
 }

@@ -109,6 +109,7 @@ struct Agent {
     probed_back: HashSet<String>,
     last_service_kick: Option<Instant>,
     peer_summaries: Vec<NodeSummary>,
+    summaries: SummaryCache,
     swarm_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -169,6 +170,7 @@ pub async fn run(
         probed_back: HashSet::new(),
         last_service_kick: None,
         peer_summaries: Vec::new(),
+        summaries: Arc::new(RwLock::new(BTreeMap::new())),
         swarm_task: None,
         config,
         identity,
@@ -185,6 +187,11 @@ pub async fn run(
         agent.config.cluster.id.clone(),
         agent.identity.node_id.clone(),
     )?;
+    spawn_peer_poller(
+        agent.client.clone(),
+        agent.peers.clone(),
+        agent.summaries.clone(),
+    );
     spawn_announcer(mdns, agent.log.clone(), agent.announcement_base());
 
     loop {
@@ -400,12 +407,12 @@ impl Agent {
         s.dockerd_ok = docker.is_some();
         let vol = self.config.storage.volume_name.clone();
         let mp = self.config.storage.mount_point.clone();
-        let ((glusterd_ok, uuid, pool, volume), mounted, (swarm, views, tokens), peers) = tokio::join!(
+        let ((glusterd_ok, uuid, pool, volume), mounted, (swarm, views, tokens)) = tokio::join!(
             read_gluster(&self.gluster, &vol),
             read_mount(&mp),
             read_swarm(docker.as_ref(), self.addr),
-            poll_peers(&self.client, &self.peers),
         );
+        let peers = fresh_summaries(&self.summaries);
         s.glusterd_ok = glusterd_ok;
         s.gluster_uuid = uuid;
         s.pool = pool;
@@ -449,7 +456,11 @@ impl Agent {
             swarm_nodes: swarm_nodes.as_deref(),
             probed_back: &self.probed_back,
         });
+        let before = self.phase();
         self.walk(p.phase, &p.detail);
+        if p.phase != before {
+            self.record_formation(&me);
+        }
         let busy = !p.actions.is_empty() || !p.swarm_actions.is_empty() || p.phase != Phase::Steady;
         self.spawn_swarm_actions(p.swarm_actions).await;
         for action in p.actions {
@@ -465,6 +476,28 @@ impl Agent {
         }
         self.publish_status();
         busy
+    }
+
+    /// Records the formation in the agent's state file (`formation`): the phase, the volume and swarm ids and
+    /// every transition with its time. For people and the benchmark only: decisions never read it back.
+    fn record_formation(&self, me: &NodeSummary) {
+        let (phase, records) = {
+            let log = self.log.read().expect("log lock");
+            (log.current(), log.records().to_vec())
+        };
+        let value = serde_json::json!({
+            "phase": phase.as_str(),
+            "volume_id": me.volume.as_ref().map(|v| v.id.clone()),
+            "swarm_id": me.swarm.as_ref().map(|s| s.cluster_id.clone()),
+            "gluster_uuid": me.gluster_uuid,
+            "updated_at_ms": now_ms(),
+            "transitions": records,
+        });
+        let result = crate::state::StateStore::open(&self.config.agent.state_dir)
+            .and_then(|store| store.update(|s| s.formation = value));
+        if let Err(e) = result {
+            tracing::warn!("recording the formation state: {e}");
+        }
     }
 
     /// Runs Swarm actions in the background (one batch at a time), beside the volume work.
@@ -759,33 +792,61 @@ async fn read_swarm(
     (Some(brief), views, tokens)
 }
 
-/// Fetches every known peer's summary concurrently (each bounded by the client's timeouts).
-async fn poll_peers(client: &PeerClient, peers: &PeerTable) -> Vec<NodeSummary> {
-    let mut set = tokio::task::JoinSet::new();
-    for p in peers.all() {
-        let client = client.clone();
-        let a = p.announcement;
-        set.spawn(async move {
-            let r = client
-                .summary(SocketAddr::new(a.addr.into(), a.api_port))
-                .await;
-            (a.node_id, r)
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(res) = set.join_next().await {
-        let Ok((node_id, r)) = res else { continue };
-        match r {
-            Ok(s) if s.node_id == node_id => {
-                peers.touch(&node_id, unix_now());
-                out.push(s);
+/// Peer summaries fetched by the poller, with when they were fetched.
+type SummaryCache = Arc<RwLock<BTreeMap<String, (NodeSummary, Instant)>>>;
+
+/// A summary older than this is not used for decisions (the peer counts as absent).
+pub const SUMMARY_FRESH: Duration = Duration::from_secs(4);
+
+fn fresh_summaries(cache: &SummaryCache) -> Vec<NodeSummary> {
+    cache
+        .read()
+        .expect("summary cache lock")
+        .values()
+        .filter(|(_, at)| at.elapsed() <= SUMMARY_FRESH)
+        .map(|(s, _)| s.clone())
+        .collect()
+}
+
+/// Fetches every known peer's summary in the background, each peer on its own (a dead peer's timeouts never
+/// hold up the others or the reconcile loop), about twice a second.
+fn spawn_peer_poller(client: PeerClient, peers: Arc<PeerTable>, cache: SummaryCache) {
+    tokio::spawn(async move {
+        let mut inflight: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+        loop {
+            inflight.retain(|_, h| !h.is_finished());
+            for p in peers.all() {
+                let a = p.announcement;
+                if inflight.contains_key(&a.node_id) {
+                    continue;
+                }
+                let (client, peers, cache) = (client.clone(), peers.clone(), cache.clone());
+                let id = a.node_id.clone();
+                inflight.insert(
+                    id.clone(),
+                    tokio::spawn(async move {
+                        match client
+                            .summary(SocketAddr::new(a.addr.into(), a.api_port))
+                            .await
+                        {
+                            Ok(s) if s.node_id == id => {
+                                peers.touch(&id, unix_now());
+                                cache
+                                    .write()
+                                    .expect("summary cache lock")
+                                    .insert(id, (s, Instant::now()));
+                            }
+                            Ok(_) => {
+                                tracing::warn!(node = %id, "peer answered with another node id")
+                            }
+                            Err(e) => tracing::debug!(node = %id, "summary: {e}"),
+                        }
+                    }),
+                );
             }
-            Ok(_) => tracing::warn!(node = %node_id, "peer answered with another node id"),
-            Err(e) => tracing::debug!(node = %node_id, "summary: {e}"),
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    }
-    out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    out
+    });
 }
 
 async fn swarm_action(

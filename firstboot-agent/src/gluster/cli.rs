@@ -21,6 +21,8 @@ pub struct Gluster {
     pub binary: PathBuf,
     /// Time each command may take.
     pub timeout: Duration,
+    /// glusterd's socket, when not the default `/var/run/glusterd.socket` (`--glusterd-sock`).
+    pub socket: Option<PathBuf>,
 }
 
 impl Default for Gluster {
@@ -35,12 +37,19 @@ impl Gluster {
         Gluster {
             binary: PathBuf::from("gluster"),
             timeout: DEFAULT_TIMEOUT,
+            socket: None,
         }
     }
 
     /// The same handle with another per-command timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same handle talking to the glusterd listening on `socket` (e.g. a lab node's own glusterd).
+    pub fn with_socket(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.socket = Some(socket.into());
         self
     }
 
@@ -52,13 +61,31 @@ impl Gluster {
 
     /// Runs `gluster --xml --mode=script ARGS` and returns its XML when glusterd reports success.
     async fn run(&self, args: &[&str]) -> Result<String, GlusterError> {
-        self.run_with(args, self.timeout).await
+        self.run_with(args, self.timeout, false).await
     }
 
-    async fn run_with(&self, args: &[&str], timeout: Duration) -> Result<String, GlusterError> {
+    /// Like [`Self::run`] for the few commands that print text even with `--xml` (e.g. `volume heal NAME`):
+    /// success is the exit status.
+    async fn run_text(&self, args: &[&str]) -> Result<String, GlusterError> {
+        self.run_with(args, self.timeout, true).await
+    }
+
+    async fn run_with(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        text_ok: bool,
+    ) -> Result<String, GlusterError> {
         let secs = timeout.as_secs().max(1).to_string();
         let timeout_arg = format!("--timeout={secs}");
+        let socket_arg = self
+            .socket
+            .as_ref()
+            .map(|s| format!("--glusterd-sock={}", s.display()));
         let mut full: Vec<&str> = vec!["--xml", "--mode=script", &timeout_arg];
+        if let Some(s) = &socket_arg {
+            full.push(s);
+        }
         full.extend_from_slice(args);
         let command = format!("{} {}", self.binary.display(), full.join(" "));
         tracing::debug!(%command, "running");
@@ -74,7 +101,7 @@ impl Gluster {
         };
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        interpret(command, out.status, stdout, stderr)
+        interpret(command, out.status, stdout, stderr, text_ok)
     }
 
     /// Every member of the trusted pool, this node included (`gluster pool list`).
@@ -218,7 +245,7 @@ impl Gluster {
         if full {
             args.push("full");
         }
-        self.run(&args).await.map(drop)
+        self.run_text(&args).await.map(drop)
     }
 
     /// Adds one brick, raising the replica count to `replica` (`volume add-brick NAME replica N BRICK`).
@@ -287,9 +314,13 @@ impl Gluster {
 
     /// Whether the local glusterd answers a `pool list` within the timeout (at most [`RESPONDING_TIMEOUT`]).
     pub async fn is_responding(&self) -> bool {
-        self.run_with(&["pool", "list"], self.timeout.min(RESPONDING_TIMEOUT))
-            .await
-            .is_ok()
+        self.run_with(
+            &["pool", "list"],
+            self.timeout.min(RESPONDING_TIMEOUT),
+            false,
+        )
+        .await
+        .is_ok()
     }
 }
 
@@ -306,6 +337,7 @@ fn interpret(
     status: std::process::ExitStatus,
     stdout: String,
     stderr: String,
+    text_ok: bool,
 ) -> Result<String, GlusterError> {
     if stdout.contains("<cliOutput") {
         let (op, output) = xml::parse_op_result(&stdout).map_err(|e| GlusterError::Parse {
@@ -338,6 +370,9 @@ fn interpret(
             command,
             stderr: text,
         });
+    }
+    if text_ok && status.success() {
+        return Ok(stdout);
     }
     if !status.success() {
         // Usage errors (e.g. a loopback brick address) come as text with the usage appended: keep the first line.
@@ -392,6 +427,7 @@ fn complete_status(status: VolumeStatus, info: &VolumeInfo) -> VolumeStatus {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
 
     fn fixture(name: &str) -> String {
         let path = format!(
@@ -399,6 +435,15 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn interp(
+        command: String,
+        status: std::process::ExitStatus,
+        stdout: String,
+        stderr: String,
+    ) -> Result<String, GlusterError> {
+        interpret(command, status, stdout, stderr, false)
     }
 
     fn ok() -> std::process::ExitStatus {
@@ -411,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_refused_probe_is_an_error_with_glusters_reason() {
-        let e = interpret(
+        let e = interp(
             "gluster peer probe x".into(),
             ok(),
             fixture("peer-probe-unreachable.xml"),
@@ -433,10 +478,10 @@ mod tests {
     #[test]
     fn already_done_answers_are_recognised() {
         for f in ["volume-create-exists.xml", "volume-start-already.xml"] {
-            let e = interpret("c".into(), ok(), fixture(f), String::new()).unwrap_err();
+            let e = interp("c".into(), ok(), fixture(f), String::new()).unwrap_err();
             assert!(e.is_already(), "{f}: {e}");
         }
-        let e = interpret(
+        let e = interp(
             "c".into(),
             ok(),
             fixture("volume-status-not-started.xml"),
@@ -444,7 +489,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.is_not_started() && !e.is_already(), "{e}");
-        let e = interpret(
+        let e = interp(
             "c".into(),
             ok(),
             fixture("volume-info-missing.xml"),
@@ -453,14 +498,14 @@ mod tests {
         .unwrap_err();
         assert!(e.is_no_such_volume(), "{e}");
         // A second probe of a known peer is a success answer.
-        assert!(interpret(
+        assert!(interp(
             "c".into(),
             ok(),
             fixture("peer-probe-again.xml"),
             String::new()
         )
         .is_ok());
-        assert!(interpret(
+        assert!(interp(
             "c".into(),
             ok(),
             fixture("peer-probe-self.xml"),
@@ -472,10 +517,10 @@ mod tests {
     #[test]
     fn glusterd_down_and_usage_errors() {
         let text = fixture("not-running.txt");
-        let e = interpret("gluster pool list".into(), failed(), text, String::new()).unwrap_err();
+        let e = interp("gluster pool list".into(), failed(), text, String::new()).unwrap_err();
         assert!(matches!(e, GlusterError::NotRunning { .. }), "{e:?}");
         let usage = fixture("volume-create-loopback.txt");
-        let e = interpret(
+        let e = interp(
             "gluster volume create".into(),
             failed(),
             String::new(),
@@ -515,6 +560,23 @@ mod tests {
         let e = g.pool_list().await.unwrap_err();
         assert!(matches!(e, GlusterError::Spawn { .. }), "{e:?}");
         assert!(e.to_string().contains("glusterfs-server"), "{e}");
+        assert!(!g.is_responding().await);
+    }
+
+    #[tokio::test]
+    async fn a_socket_without_glusterd_is_not_running() {
+        if !Path::new("/usr/sbin/gluster").exists() {
+            eprintln!("SKIPPED: the gluster CLI is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let g = Gluster::new()
+            .with_binary("/usr/sbin/gluster")
+            .with_socket(dir.path().join("glusterd.socket"))
+            .with_timeout(Duration::from_secs(20));
+        let e = g.pool_list().await.unwrap_err();
+        assert!(matches!(e, GlusterError::NotRunning { .. }), "{e:?}");
+        assert!(e.to_string().contains("--glusterd-sock="), "{e}");
         assert!(!g.is_responding().await);
     }
 

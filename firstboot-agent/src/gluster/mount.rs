@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::process::Command;
+
 /// Default time `mount` may take.
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -63,6 +65,9 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
+    /// The request itself is wrong (e.g. no server given).
+    #[error("cannot mount: {0}")]
+    Invalid(String),
     /// The mount command succeeded but the mount does not answer.
     #[error("{mountpoint} was mounted but does not answer within {timeout:?}")]
     NotAnswering {
@@ -116,28 +121,185 @@ pub enum MountHealth {
     },
 }
 
-/// Parses `/proc/self/mountinfo` text.
+/// Undoes the octal escapes (`\040` for a space, ...) of `/proc/self/mountinfo` and `/etc/fstab` fields.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            let oct = &field[i + 1..(i + 4).min(field.len())];
+            if oct.len() == 3 && oct.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                if let Ok(v) = u8::from_str_radix(oct, 8) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Escapes a path for an `/etc/fstab` field (space, tab, newline and backslash as octal).
+fn escape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    for c in field.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Parses `/proc/self/mountinfo` text (malformed lines are skipped).
 pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    let _ = text;
-    todo!()
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            if sep < 6 || fields.len() < sep + 3 {
+                return None;
+            }
+            Some(MountEntry {
+                mountpoint: PathBuf::from(unescape(fields[4])),
+                fstype: fields[sep + 1].to_string(),
+                source: unescape(fields[sep + 2]),
+            })
+        })
+        .collect()
+}
+
+/// `path` without `.`, `..` or trailing slashes, made absolute against `/`; never touches the file system
+/// (a hung FUSE mount would block a `canonicalize`).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The mount table entry on `mountpoint` (the last, topmost one), if any.
 pub fn mount_entry(mountpoint: &Path) -> Result<Option<MountEntry>, MountError> {
-    let _ = mountpoint;
-    todo!()
+    let table = "/proc/self/mountinfo";
+    let text = std::fs::read_to_string(table).map_err(|source| MountError::Io {
+        what: "reading",
+        path: table.into(),
+        source,
+    })?;
+    let want = lexical(mountpoint);
+    Ok(parse_mountinfo(&text)
+        .into_iter()
+        .rev()
+        .find(|e| e.mountpoint == want))
+}
+
+/// Whether a mount table entry is a Gluster FUSE mount of `volume`.
+fn is_gluster_mount_of(entry: &MountEntry, volume: &str) -> bool {
+    entry.fstype == "fuse.glusterfs"
+        && (entry.source.ends_with(&format!(":/{volume}"))
+            || entry.source.ends_with(&format!(":{volume}")))
+}
+
+async fn run(program: &str, args: &[&str], timeout: Duration) -> Result<(), MountError> {
+    let command = format!("{program} {}", args.join(" "));
+    tracing::debug!(%command, "running");
+    let child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(timeout, child).await {
+        Err(_) => return Err(MountError::Timeout { command, timeout }),
+        Ok(Err(source)) => return Err(MountError::Spawn { command, source }),
+        Ok(Ok(out)) => out,
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if text.is_empty() {
+        text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    Err(MountError::Failed {
+        command,
+        status: out.status.to_string(),
+        stderr: text,
+    })
+}
+
+/// The `-o` options of a Gluster mount from `servers[1..]`.
+fn backup_option(servers: &[String]) -> Option<String> {
+    let rest: Vec<&str> = servers.iter().skip(1).map(String::as_str).collect();
+    (!rest.is_empty()).then(|| format!("backup-volfile-servers={}", rest.join(":")))
 }
 
 /// Mounts Gluster volume `volume` on `mountpoint` from the first of `servers`, the others given as
 /// `backup-volfile-servers`. Creates the mount point. Does nothing when the volume is already mounted there
-/// and answers; remounts when it is mounted but hung.
+/// and answers; unmounts (lazily) and mounts again when it is mounted but hung. Refuses when something else is
+/// mounted there. After mounting, checks that the mount answers within [`STATFS_TIMEOUT`].
 pub async fn mount_volume(
     servers: &[String],
     volume: &str,
     mountpoint: &Path,
 ) -> Result<MountOutcome, MountError> {
-    let _ = (servers, volume, mountpoint);
-    todo!()
+    let Some(first) = servers.first() else {
+        return Err(MountError::Invalid(format!(
+            "no server given to mount volume {volume} from"
+        )));
+    };
+    if let Some(entry) = mount_entry(mountpoint)? {
+        if !is_gluster_mount_of(&entry, volume) {
+            return Err(MountError::Occupied {
+                mountpoint: mountpoint.to_path_buf(),
+                volume: volume.to_string(),
+                what: entry.source,
+                fstype: entry.fstype,
+            });
+        }
+        match mount_health(mountpoint, STATFS_TIMEOUT).await {
+            MountHealth::Answering { .. } => return Ok(MountOutcome::AlreadyMounted),
+            MountHealth::NotMounted => {}
+            MountHealth::NotAnswering { reason, .. } => {
+                tracing::warn!(mountpoint = %mountpoint.display(), %reason, "mount not answering: mounting again");
+                unmount(mountpoint, true).await?;
+            }
+        }
+    }
+    std::fs::create_dir_all(mountpoint).map_err(|source| MountError::Io {
+        what: "creating the mount point",
+        path: mountpoint.to_path_buf(),
+        source,
+    })?;
+    let source = format!("{first}:/{volume}");
+    let target = mountpoint.to_string_lossy().into_owned();
+    let mut args = vec!["-t", "glusterfs"];
+    let opts = backup_option(servers);
+    if let Some(o) = &opts {
+        args.extend(["-o", o.as_str()]);
+    }
+    args.extend([source.as_str(), target.as_str()]);
+    run("mount", &args, MOUNT_TIMEOUT).await?;
+    match mount_health(mountpoint, STATFS_TIMEOUT).await {
+        MountHealth::Answering { .. } => Ok(MountOutcome::Mounted),
+        _ => Err(MountError::NotAnswering {
+            mountpoint: mountpoint.to_path_buf(),
+            timeout: STATFS_TIMEOUT,
+        }),
+    }
 }
 
 /// Whether something is mounted on `mountpoint` and answers a `statfs` within [`STATFS_TIMEOUT`].
@@ -148,28 +310,246 @@ pub async fn is_mounted(mountpoint: &Path) -> bool {
     )
 }
 
-/// Mount state of `mountpoint`, `statfs` given `timeout` to answer.
+/// Mount state of `mountpoint`, `statfs` given `timeout` to answer. A `statfs` that hangs (a FUSE mount whose
+/// servers are gone) keeps one blocking thread busy until the kernel gives up; the caller is not held.
 pub async fn mount_health(mountpoint: &Path, timeout: Duration) -> MountHealth {
-    let _ = (mountpoint, timeout);
-    todo!()
+    let entry = match mount_entry(mountpoint) {
+        Ok(Some(e)) => e,
+        Ok(None) => return MountHealth::NotMounted,
+        Err(e) => {
+            return MountHealth::NotAnswering {
+                entry: MountEntry {
+                    mountpoint: mountpoint.to_path_buf(),
+                    fstype: String::new(),
+                    source: String::new(),
+                },
+                reason: e.to_string(),
+            }
+        }
+    };
+    let path = entry.mountpoint.clone();
+    let probe = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(&path));
+    match tokio::time::timeout(timeout, probe).await {
+        Err(_) => MountHealth::NotAnswering {
+            entry,
+            reason: format!("statfs did not answer within {timeout:?}"),
+        },
+        Ok(Err(join)) => MountHealth::NotAnswering {
+            entry,
+            reason: format!("statfs task failed: {join}"),
+        },
+        Ok(Ok(Err(errno))) => MountHealth::NotAnswering {
+            entry,
+            reason: format!("statfs failed: {errno}"),
+        },
+        Ok(Ok(Ok(st))) => {
+            #[allow(clippy::unnecessary_cast)] // the statvfs field types differ between targets
+            let (frag, blocks, avail) = (
+                st.fragment_size() as u64,
+                st.blocks() as u64,
+                st.blocks_available() as u64,
+            );
+            MountHealth::Answering {
+                entry,
+                total: blocks * frag,
+                available: avail * frag,
+            }
+        }
+    }
 }
 
 /// Unmounts `mountpoint` (`lazy`: detach now even when busy or hung). Succeeds when nothing is mounted there.
 pub async fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
-    let _ = (mountpoint, lazy);
-    todo!()
+    if mount_entry(mountpoint)?.is_none() {
+        return Ok(());
+    }
+    let target = mountpoint.to_string_lossy().into_owned();
+    let mut args = Vec::new();
+    if lazy {
+        args.push("-l");
+    }
+    args.push(target.as_str());
+    run("umount", &args, MOUNT_TIMEOUT).await
 }
 
 /// The `/etc/fstab` line that mounts the volume at boot:
-/// `SERVER1:/VOLUME MOUNTPOINT glusterfs defaults,_netdev,nofail,backup-volfile-servers=S2:S3 0 0`.
+/// `SERVER1:/VOLUME MOUNTPOINT glusterfs defaults,_netdev,nofail,x-systemd.requires=glusterd.service,backup-volfile-servers=S2:S3 0 0`.
+///
+/// `_netdev` orders it after the network is up; `nofail` keeps the boot going when no server answers yet (the
+/// agent mounts it later); `x-systemd.requires=glusterd.service` starts the local glusterd first (every node of
+/// this cluster runs one, and a node's own glusterd is the first volfile server to ask when it is listed first).
 pub fn fstab_entry(servers: &[String], volume: &str, mountpoint: &Path) -> String {
-    let _ = (servers, volume, mountpoint);
-    todo!()
+    let first = servers.first().map(String::as_str).unwrap_or("localhost");
+    let mut opts = String::from("defaults,_netdev,nofail,x-systemd.requires=glusterd.service");
+    if let Some(b) = backup_option(servers) {
+        opts.push(',');
+        opts.push_str(&b);
+    }
+    format!(
+        "{first}:/{volume} {} glusterfs {opts} 0 0",
+        escape(&lexical(mountpoint).to_string_lossy())
+    )
 }
 
 /// Puts `entry` (from [`fstab_entry`]) into the fstab file at `fstab`, replacing any line for the same mount
 /// point, keeping every other line. Returns whether the file changed. Writes through a temporary file + rename.
 pub fn ensure_fstab_entry(fstab: &Path, entry: &str) -> Result<bool, MountError> {
-    let _ = (fstab, entry);
-    todo!()
+    let io = |what: &'static str, source| MountError::Io {
+        what,
+        path: fstab.to_path_buf(),
+        source,
+    };
+    let target = entry
+        .split_whitespace()
+        .nth(1)
+        .map(unescape)
+        .ok_or_else(|| MountError::Invalid(format!("fstab line `{entry}` has no mount point")))?;
+    let old = match std::fs::read_to_string(fstab) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io("reading", e)),
+    };
+    let same_target = |line: &str| {
+        let t = line.trim_start();
+        !t.starts_with('#')
+            && t.split_whitespace().nth(1).map(unescape).as_deref() == Some(target.as_str())
+    };
+    let existing: Vec<&str> = old.lines().filter(|l| same_target(l)).collect();
+    if existing.len() == 1 && existing[0].trim() == entry.trim() {
+        return Ok(false);
+    }
+    let mut new: String = old
+        .lines()
+        .filter(|l| !same_target(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    new.push_str(entry.trim());
+    new.push('\n');
+    let tmp = fstab.with_extension("firstboot-agent.tmp");
+    std::fs::write(&tmp, &new).map_err(|e| io("writing", e))?;
+    if let Ok(meta) = std::fs::metadata(fstab) {
+        std::fs::set_permissions(&tmp, meta.permissions())
+            .map_err(|e| io("setting the mode of", e))?;
+    }
+    std::fs::rename(&tmp, fstab).map_err(|e| io("replacing", e))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_of_a_gluster_fuse_mount() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gluster/mountinfo.txt"
+        ))
+        .unwrap();
+        let entries = parse_mountinfo(&text);
+        let m = entries
+            .iter()
+            .find(|e| e.mountpoint == Path::new("/mnt/shared"))
+            .unwrap();
+        assert_eq!(m.fstype, "fuse.glusterfs");
+        assert_eq!(m.source, "10.77.0.1:/shared");
+        assert!(is_gluster_mount_of(m, "shared"));
+        assert!(!is_gluster_mount_of(m, "other"));
+    }
+
+    #[test]
+    fn mountinfo_escapes_and_optional_fields() {
+        let line = "36 35 98:0 /mnt1 /mnt/my\\040share rw,noatime master:1 shared:7 - fuse.glusterfs n1:/v rw\n";
+        let e = parse_mountinfo(line);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].mountpoint, Path::new("/mnt/my share"));
+        assert_eq!(e[0].source, "n1:/v");
+        assert!(parse_mountinfo("garbage line\n").is_empty());
+    }
+
+    #[test]
+    fn fstab_line_has_backups_and_boot_options() {
+        let servers = vec![
+            "node1.local".to_string(),
+            "node2.local".into(),
+            "node3.local".into(),
+        ];
+        let line = fstab_entry(&servers, "shared", Path::new("/mnt/shared/"));
+        assert_eq!(
+            line,
+            "node1.local:/shared /mnt/shared glusterfs defaults,_netdev,nofail,x-systemd.requires=glusterd.service,\
+             backup-volfile-servers=node2.local:node3.local 0 0"
+        );
+        let one = fstab_entry(&servers[..1], "v", Path::new("/mnt/a b"));
+        assert!(
+            one.starts_with("node1.local:/v /mnt/a\\040b glusterfs "),
+            "{one}"
+        );
+        assert!(!one.contains("backup-volfile-servers"), "{one}");
+    }
+
+    #[test]
+    fn fstab_update_replaces_only_the_same_mount_point_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let fstab = dir.path().join("fstab");
+        let before = "PARTUUID=1234-02 / ext4 defaults,noatime 0 1\n# /mnt/shared old comment\nold:/shared /mnt/shared glusterfs defaults 0 0\n";
+        std::fs::write(&fstab, before).unwrap();
+        let entry = fstab_entry(
+            &["n1".to_string(), "n2".into()],
+            "shared",
+            Path::new("/mnt/shared"),
+        );
+        assert!(ensure_fstab_entry(&fstab, &entry).unwrap());
+        let after = std::fs::read_to_string(&fstab).unwrap();
+        assert_eq!(
+            after,
+            format!("PARTUUID=1234-02 / ext4 defaults,noatime 0 1\n# /mnt/shared old comment\n{entry}\n")
+        );
+        assert!(!ensure_fstab_entry(&fstab, &entry).unwrap());
+        assert_eq!(std::fs::read_to_string(&fstab).unwrap(), after);
+        // A missing file is created.
+        let fresh = dir.path().join("new-fstab");
+        assert!(ensure_fstab_entry(&fresh, &entry).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&fresh).unwrap(),
+            format!("{entry}\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn health_of_a_plain_directory_and_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            mount_health(dir.path(), STATFS_TIMEOUT).await,
+            MountHealth::NotMounted
+        );
+        assert!(!is_mounted(dir.path()).await);
+        match mount_health(Path::new("/"), STATFS_TIMEOUT).await {
+            MountHealth::Answering { total, .. } => assert!(total > 0),
+            other => panic!("{other:?}"),
+        }
+        // Unmounting where nothing is mounted is a no-op success.
+        unmount(dir.path(), false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn mounting_over_something_else_is_refused() {
+        let e = mount_volume(&["n1".to_string()], "shared", Path::new("/"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, MountError::Occupied { .. }), "{e:?}");
+        let e = mount_volume(&[], "shared", Path::new("/tmp/x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, MountError::Invalid(_)), "{e:?}");
+    }
+
+    #[test]
+    fn lexical_paths() {
+        assert_eq!(lexical(Path::new("/mnt/shared/")), Path::new("/mnt/shared"));
+        assert_eq!(
+            lexical(Path::new("/mnt/./x/../shared")),
+            Path::new("/mnt/shared")
+        );
+    }
 }

@@ -26,7 +26,12 @@ use std::time::{Duration, Instant};
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Polls the page's DOM (JavaScript `expr` returning a string) until `want` says yes, for at most `timeout`.
-async fn wait_dom(page: &Page, expr: &str, timeout: Duration, want: impl Fn(&str) -> bool) -> String {
+async fn wait_dom(
+    page: &Page,
+    expr: &str,
+    timeout: Duration,
+    want: impl Fn(&str) -> bool,
+) -> String {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < timeout {
@@ -64,7 +69,9 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
         std::path::Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: install Debian's chromium (ci/install-deps)"
     );
-    let lab = tokio::task::spawn_blocking(|| four_node_lab("sb")).await.unwrap();
+    let lab = tokio::task::spawn_blocking(|| four_node_lab("sb"))
+        .await
+        .unwrap();
     let lab = Arc::new(lab);
     {
         let lab = lab.clone();
@@ -99,7 +106,10 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
     let page = browser.new_page("about:blank").await.unwrap();
     page.execute(EnableParams::default()).await.unwrap();
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut console = page.event_listener::<EventConsoleApiCalled>().await.unwrap();
+    let mut console = page
+        .event_listener::<EventConsoleApiCalled>()
+        .await
+        .unwrap();
     let mut thrown = page.event_listener::<EventExceptionThrown>().await.unwrap();
     let mut log = page.event_listener::<EventEntryAdded>().await.unwrap();
     {
@@ -142,8 +152,21 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
     )
     .await;
     assert_eq!(health, "healthy");
-    let text = wait_dom(&page, "document.body.innerText", Duration::from_secs(5), |_| true).await;
-    for want in ["Shared volume", "Bricks online", "4 of 4", "Swarm", "Last events", "(this)"] {
+    let text = wait_dom(
+        &page,
+        "document.body.innerText",
+        Duration::from_secs(5),
+        |_| true,
+    )
+    .await;
+    for want in [
+        "Shared volume",
+        "Bricks online",
+        "4 of 4",
+        "Swarm",
+        "Last events",
+        "(this)",
+    ] {
         assert!(text.contains(want), "the page shows {want:?}:\n{text}");
     }
     screenshot(&page, "status-page-healthy.png").await;
@@ -151,7 +174,10 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
     // Power cut of node4: the page, still open, turns degraded and shows node4 down.
     {
         let lab = lab.clone();
-        tokio::task::spawn_blocking(move || lab.kill("node4")).await.unwrap().unwrap();
+        tokio::task::spawn_blocking(move || lab.kill("node4"))
+            .await
+            .unwrap()
+            .unwrap();
     }
     let killed = Instant::now();
     wait_dom(
@@ -161,7 +187,10 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
         |v| v == "degraded",
     )
     .await;
-    eprintln!("the page showed degraded {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "the page showed degraded {:?} after the kill",
+        killed.elapsed()
+    );
     let down_rows = wait_dom(
         &page,
         "String(document.querySelectorAll('#nodes tbody tr.down').length)",
@@ -171,9 +200,12 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
     .await;
     assert_eq!(down_rows, "1");
     // Let the events list and brick table catch up before the picture.
-    wait_dom(&page, "document.getElementById('events').textContent", Duration::from_secs(10), |v| {
-        v.contains("stopped answering")
-    })
+    wait_dom(
+        &page,
+        "document.getElementById('events').textContent",
+        Duration::from_secs(10),
+        |v| v.contains("stopped answering"),
+    )
     .await;
     screenshot(&page, "status-page-degraded.png").await;
 
@@ -183,5 +215,8 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
     browser.wait().await.ok();
     driver.abort();
     let lab = Arc::try_unwrap(lab).expect("one owner left");
-    tokio::task::spawn_blocking(move || lab.down()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || lab.down())
+        .await
+        .unwrap()
+        .unwrap();
 }

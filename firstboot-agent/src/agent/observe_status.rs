@@ -51,7 +51,13 @@ impl Observed {
         status.swarm_detail = self.swarm.clone();
         if let Some(swarm) = &self.swarm {
             for n in &mut status.nodes {
-                if let Some(s) = swarm.nodes.iter().find(|s| s.hostname == n.name) {
+                let addr = n.address.map(|a| a.to_string());
+                let by_addr = swarm
+                    .nodes
+                    .iter()
+                    .find(|s| !s.address.is_empty() && Some(&s.address) == addr.as_ref());
+                let found = by_addr.or_else(|| swarm.nodes.iter().find(|s| s.hostname == n.name));
+                if let Some(s) = found {
                     n.swarm_availability = s.availability.clone();
                     n.swarm_state = s.state.clone();
                 }
@@ -172,6 +178,7 @@ pub fn swarm_report(id: &str, nodes: &[SwarmNode], source: &str, now: i64) -> Sw
         .iter()
         .map(|n| SwarmNodeReport {
             hostname: n.hostname.clone(),
+            address: n.addr.clone(),
             role: lower(&n.role),
             availability: lower(&n.availability),
             state: lower(&n.state),
@@ -664,9 +671,24 @@ mod tests {
         });
         o.heal_pending = Some(7);
         o.volume = Some(VolumeReport::default());
+        s.nodes.push(NodeStatus {
+            name: "picluster-2".into(),
+            address: Some("10.0.0.2".parse().unwrap()),
+            ..Default::default()
+        });
+        o.swarm.as_mut().unwrap().nodes.push(SwarmNodeReport {
+            hostname: "raspberrypi".into(),
+            address: "10.0.0.2".into(),
+            availability: "pause".into(),
+            ..Default::default()
+        });
         o.apply(&mut s, 99);
         assert_eq!(s.generated_at, 99);
         assert_eq!(s.nodes[0].swarm_availability, "drain");
+        assert_eq!(
+            s.nodes[1].swarm_availability, "pause",
+            "matched by address when dockerd knows another host name"
+        );
         assert_eq!(s.volume_detail.unwrap().heal_pending, Some(7));
         assert_eq!(s.formation.step, 9);
         assert_eq!(s.events.len(), MAX_EVENTS);

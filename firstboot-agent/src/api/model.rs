@@ -253,8 +253,11 @@ pub struct VolumeReport {
 /// One swarm node as the managers see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwarmNodeReport {
-    /// Host name the node reported.
+    /// Host name the node's dockerd reported.
     pub hostname: String,
+    /// Address the node's dockerd reported (how `nodes[]` entries are matched to swarm nodes).
+    #[serde(default)]
+    pub address: String,
     /// `manager` or `worker`.
     pub role: String,
     /// `active`, `pause` or `drain`.

@@ -56,8 +56,12 @@ pub fn not_formed(s: &ClusterStatus) -> Option<String> {
                 s.nodes.iter().map(|n| (&n.name, n.up)).collect::<Vec<_>>()
             )
         }),
-        (bricks.map(|v| (v.bricks.len(), v.bricks_online)) != Some((4, 4)))
-            .then(|| format!("bricks {:?}", bricks.map(|v| (v.bricks.len(), v.bricks_online)))),
+        (bricks.map(|v| (v.bricks.len(), v.bricks_online)) != Some((4, 4))).then(|| {
+            format!(
+                "bricks {:?}",
+                bricks.map(|v| (v.bricks.len(), v.bricks_online))
+            )
+        }),
         (swarm.map(|w| w.nodes.iter().filter(|n| n.state == "ready").count()) != Some(4))
             .then(|| format!("swarm {:?}", swarm.map(|w| &w.nodes))),
     ];
@@ -67,14 +71,18 @@ pub fn not_formed(s: &ClusterStatus) -> Option<String> {
 
 /// Waits until every listed node's document shows the formed, healthy 4-node cluster.
 pub fn wait_formed(lab: &Lab, nodes: &[&str], timeout: Duration) {
-    wait_until(timeout, &format!("{nodes:?} to show 4 healthy nodes, 4 online bricks and a 4-node swarm"), || {
-        for n in nodes {
-            if let Some(why) = not_formed(&status(lab, n)?) {
-                anyhow::bail!("{n}: {why}");
+    wait_until(
+        timeout,
+        &format!("{nodes:?} to show 4 healthy nodes, 4 online bricks and a 4-node swarm"),
+        || {
+            for n in nodes {
+                if let Some(why) = not_formed(&status(lab, n)?) {
+                    anyhow::bail!("{n}: {why}");
+                }
             }
-        }
-        Ok(true)
-    })
+            Ok(true)
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", agent_logs(lab, nodes)));
 }
 
@@ -126,7 +134,11 @@ pub fn secrets(lab: &Lab) -> Vec<String> {
         }
     }
     assert_eq!(out.len(), 4, "no manager gave its join tokens");
-    assert!(out.iter().all(|s| s.len() >= 32), "secrets read: {}", out.len());
+    assert!(
+        out.iter().all(|s| s.len() >= 32),
+        "secrets read: {}",
+        out.len()
+    );
     out
 }
 

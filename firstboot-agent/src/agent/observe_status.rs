@@ -11,14 +11,15 @@
 //! `/api/status` (short timeouts; it holds no secret).
 
 use crate::api::model::{
-    BrickReport, ClusterStatus, FormationProgress, PhaseRecord, StatusEvent, SwarmNodeReport,
-    SwarmReport, VolumeReport, MAX_EVENTS,
+    BrickReport, ClusterStatus, FormationProgress, Health, PhaseRecord, StatusEvent,
+    SwarmNodeReport, SwarmReport, VolumeReport, MAX_EVENTS,
 };
 use crate::api::Shared;
 use crate::docker::{Docker, LocalNodeState, NodeRole, SwarmNode};
 use crate::gluster::{Gluster, VolumeInfo, VolumeState, VolumeStatus};
 use crate::trust::unix_now;
 use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,12 +39,34 @@ pub struct Observed {
     pub events: VecDeque<StatusEvent>,
     /// State changes seen since the agent started, by kind.
     pub changes: BTreeMap<String, u64>,
+    /// Liveness of the other nodes' agents, by address, from this module's own short-timeout probes.
+    pub liveness: BTreeMap<Ipv4Addr, Liveness>,
+}
+
+/// What the liveness probes know of one peer (Unix times in milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// When probing this address started.
+    pub since_ms: i64,
+    /// The last answer (`None`: never answered).
+    pub last_ok_ms: Option<i64>,
+}
+
+impl Liveness {
+    /// Whether the peer has been silent for longer than [`DOWN_AFTER`] (and probed that long).
+    pub fn is_down(&self, now_ms: i64) -> bool {
+        let limit = DOWN_AFTER.as_millis() as i64;
+        now_ms - self.since_ms > limit && now_ms - self.last_ok_ms.unwrap_or(self.since_ms) > limit
+    }
 }
 
 impl Observed {
-    /// Fills the status page additions of `status` (served at unix time `now`) from what was gathered.
-    pub fn apply(&self, status: &mut ClusterStatus, now: i64) {
-        status.generated_at = now;
+    /// Fills the status page additions of `status` (served at Unix time `now_ms`, milliseconds) from what was
+    /// gathered, and makes liveness prompt: a peer this module's probes have not heard for [`DOWN_AFTER`] is shown
+    /// down (and a healthy cluster degraded) even before the reconcile loop's next round says so; a node that
+    /// formed once and is repairing (a phase before `steady` again) shows `degraded`, not `forming`.
+    pub fn apply(&self, status: &mut ClusterStatus, now_ms: i64) {
+        status.generated_at = now_ms.div_euclid(1000);
         status.volume_detail = self.volume.clone().map(|mut v| {
             v.heal_pending = self.heal_pending;
             v
@@ -64,6 +87,28 @@ impl Observed {
             }
         }
         status.formation = formation_progress(&status.phase, &status.detail, &status.phases);
+        let this = status.this_node.clone();
+        let mut lost = false;
+        for n in status.nodes.iter_mut().filter(|n| n.up && n.name != this) {
+            let silent = n
+                .address
+                .and_then(|a| self.liveness.get(&a))
+                .is_some_and(|l| l.is_down(now_ms));
+            if silent {
+                n.up = false;
+                n.agent_state = "down".into();
+                lost = true;
+            }
+        }
+        if lost {
+            status.present_nodes = status.nodes.iter().filter(|n| n.up).count() as u32;
+            if status.health == Health::Healthy {
+                status.health = Health::Degraded;
+            }
+        }
+        if status.health == Health::Forming && status.formation.duration_ms.is_some() {
+            status.health = Health::Degraded;
+        }
         status.events = self.events.iter().cloned().collect();
         status.state_changes = self.changes.clone();
     }
@@ -314,6 +359,12 @@ pub const DETAIL_PERIOD: Duration = Duration::from_secs(2);
 pub const HEAL_PERIOD: Duration = Duration::from_secs(5);
 /// How often events are derived.
 pub const EVENT_PERIOD: Duration = Duration::from_millis(500);
+/// How often every peer's agent is probed (`GET /healthz`).
+pub const LIVENESS_PERIOD: Duration = Duration::from_secs(1);
+/// A probe's time limit.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_millis(800);
+/// A peer silent for this long is shown down.
+pub const DOWN_AFTER: Duration = Duration::from_secs(5);
 
 /// Starts the background tasks that fill `shared.observed` for the volume `volume`; peers' APIs listen on
 /// `api_port`. Call once, inside the tokio runtime.
@@ -321,6 +372,7 @@ pub fn spawn(shared: Arc<Shared>, volume: String, api_port: u16) {
     tokio::spawn(volume_loop(shared.clone(), volume.clone()));
     tokio::spawn(heal_loop(shared.clone(), volume));
     tokio::spawn(swarm_loop(shared.clone(), api_port));
+    tokio::spawn(liveness_loop(shared.clone(), api_port));
     tokio::spawn(event_loop(shared));
 }
 
@@ -463,6 +515,66 @@ async fn read_swarm(
         }
     }
     Ok(None)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Probes every other node's agent (`GET /healthz`) every [`LIVENESS_PERIOD`], all at once, each bounded by
+/// [`LIVENESS_TIMEOUT`], and records who answered.
+async fn liveness_loop(shared: Arc<Shared>, api_port: u16) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(LIVENESS_TIMEOUT)
+        .timeout(LIVENESS_TIMEOUT)
+        .build()
+        .expect("HTTP client builds");
+    loop {
+        let peers: Vec<Ipv4Addr> = {
+            let st = shared.status.read().expect("status lock");
+            st.nodes
+                .iter()
+                .filter(|n| n.name != st.this_node)
+                .filter_map(|n| n.address)
+                .collect()
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for addr in peers.clone() {
+            let http = http.clone();
+            set.spawn(async move {
+                let url = format!("http://{addr}:{api_port}/healthz");
+                let ok = matches!(http.get(&url).send().await, Ok(r) if r.status().is_success());
+                (addr, ok)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(a) = r {
+                answers.push(a);
+            }
+        }
+        record_liveness(&shared, &peers, answers, now_ms());
+        tokio::time::sleep(LIVENESS_PERIOD).await;
+    }
+}
+
+fn record_liveness(shared: &Shared, peers: &[Ipv4Addr], answers: Vec<(Ipv4Addr, bool)>, now: i64) {
+    let mut o = shared.observed.write().expect("observed lock");
+    o.liveness.retain(|a, _| peers.contains(a));
+    for (addr, ok) in answers {
+        let l = o.liveness.entry(addr).or_insert(Liveness {
+            since_ms: now,
+            last_ok_ms: None,
+        });
+        if ok {
+            l.last_ok_ms = Some(now);
+        }
+    }
 }
 
 async fn event_loop(shared: Arc<Shared>) {
@@ -636,6 +748,71 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_peer_shows_down_and_the_cluster_degraded_before_the_reconcile_loop_says_so() {
+        let node = |name: &str, ip: &str| NodeStatus {
+            name: name.into(),
+            address: Some(ip.parse().unwrap()),
+            up: true,
+            agent_state: "steady".into(),
+            ..Default::default()
+        };
+        let base = ClusterStatus {
+            health: Health::Healthy,
+            phase: "steady".into(),
+            this_node: "n1".into(),
+            present_nodes: 2,
+            nodes: vec![node("n1", "10.0.0.1"), node("n2", "10.0.0.2")],
+            ..Default::default()
+        };
+        let mut o = Observed::default();
+        o.liveness.insert(
+            "10.0.0.2".parse().unwrap(),
+            Liveness {
+                since_ms: 0,
+                last_ok_ms: Some(10_000),
+            },
+        );
+        let mut s = base.clone();
+        o.apply(&mut s, 14_000);
+        assert_eq!(s.health, Health::Healthy, "4 s of silence is not down yet");
+        assert!(s.nodes[1].up);
+        let mut s = base.clone();
+        o.apply(&mut s, 15_500);
+        assert_eq!(s.health, Health::Degraded);
+        assert!(!s.nodes[1].up);
+        assert_eq!(s.nodes[1].agent_state, "down");
+        assert_eq!(s.present_nodes, 1);
+        assert!(s.nodes[0].up, "this node is never probed");
+        // A node that formed once and is repairing is degraded, not forming.
+        let mut s = ClusterStatus {
+            health: Health::Forming,
+            phase: "mounting".into(),
+            phases: vec![
+                PhaseRecord {
+                    phase: "preparing-disk".into(),
+                    at_ms: 0,
+                    detail: String::new(),
+                },
+                PhaseRecord {
+                    phase: "steady".into(),
+                    at_ms: 9_000,
+                    detail: String::new(),
+                },
+            ],
+            ..Default::default()
+        };
+        Observed::default().apply(&mut s, 20_000);
+        assert_eq!(s.health, Health::Degraded);
+        let mut s = ClusterStatus {
+            health: Health::Forming,
+            phase: "mounting".into(),
+            ..Default::default()
+        };
+        Observed::default().apply(&mut s, 20_000);
+        assert_eq!(s.health, Health::Forming, "never formed: still forming");
+    }
+
+    #[test]
     fn observed_keeps_the_last_events_and_counts_them() {
         let mut o = Observed::default();
         for i in 0..(MAX_EVENTS as i64 + 5) {
@@ -682,7 +859,7 @@ mod tests {
             availability: "pause".into(),
             ..Default::default()
         });
-        o.apply(&mut s, 99);
+        o.apply(&mut s, 99_000);
         assert_eq!(s.generated_at, 99);
         assert_eq!(s.nodes[0].swarm_availability, "drain");
         assert_eq!(

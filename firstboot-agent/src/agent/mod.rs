@@ -112,6 +112,7 @@ struct Agent {
     summaries: SummaryCache,
     backoff: Backoff,
     swarm_task: Option<tokio::task::JoinHandle<()>>,
+    announcement: Arc<RwLock<Announcement>>,
 }
 
 /// Runs the agent until the process is stopped.
@@ -174,6 +175,16 @@ pub async fn run(
         summaries: Arc::new(RwLock::new(BTreeMap::new())),
         backoff: Backoff::default(),
         swarm_task: None,
+        announcement: Arc::new(RwLock::new(Announcement {
+            cluster_id: config.cluster.id.clone(),
+            node_id: identity.node_id.clone(),
+            hostname: identity.hostname.clone(),
+            version: VERSION.into(),
+            phase: String::new(),
+            api_port: config.agent.api_port,
+            addr,
+            ts: 0,
+        })),
         config,
         identity,
         options,
@@ -194,7 +205,7 @@ pub async fn run(
         agent.peers.clone(),
         agent.summaries.clone(),
     );
-    spawn_announcer(mdns, agent.log.clone(), agent.announcement_base());
+    spawn_announcer(mdns, agent.log.clone(), agent.announcement.clone());
 
     loop {
         let busy = agent.tick().await;
@@ -203,21 +214,24 @@ pub async fn run(
     }
 }
 
-fn spawn_announcer(mdns: Mdns, log: Arc<RwLock<PhaseLog>>, base: Announcement) {
+/// Announces this node on start, on every phase or address change and every 10 s (a fresh signed timestamp).
+fn spawn_announcer(mdns: Mdns, log: Arc<RwLock<PhaseLog>>, base: Arc<RwLock<Announcement>>) {
     tokio::spawn(async move {
-        let mut last: Option<(Phase, Instant)> = None;
+        let mut last: Option<(Phase, Ipv4Addr, Instant)> = None;
         loop {
             let phase = log.read().expect("log lock").current();
+            let mut a = base.read().expect("announcement lock").clone();
             let due = match last {
                 None => true,
-                Some((p, at)) => p != phase || at.elapsed() >= Duration::from_secs(10),
+                Some((p, addr, at)) => {
+                    p != phase || addr != a.addr || at.elapsed() >= Duration::from_secs(10)
+                }
             };
             if due {
-                let mut a = base.clone();
                 a.phase = phase.as_str().into();
                 a.ts = unix_now();
                 match mdns.announce(&a) {
-                    Ok(()) => last = Some((phase, Instant::now())),
+                    Ok(()) => last = Some((phase, a.addr, Instant::now())),
                     Err(e) => tracing::warn!("mDNS announce failed: {e}"),
                 }
             }
@@ -246,19 +260,6 @@ fn initial_status(config: &ClusterConfig, identity: &NodeIdentity) -> ClusterSta
 }
 
 impl Agent {
-    fn announcement_base(&self) -> Announcement {
-        Announcement {
-            cluster_id: self.config.cluster.id.clone(),
-            node_id: self.identity.node_id.clone(),
-            hostname: self.identity.hostname.clone(),
-            version: VERSION.into(),
-            phase: String::new(),
-            api_port: self.config.agent.api_port,
-            addr: self.addr,
-            ts: 0,
-        }
-    }
-
     fn phase(&self) -> Phase {
         self.log.read().expect("log lock").current()
     }
@@ -439,6 +440,7 @@ impl Agent {
 
     /// One reconcile round; returns whether it did something (then the next comes sooner).
     async fn tick(&mut self) -> bool {
+        self.refresh_address();
         let (me, swarm_nodes, peers) = self.observe().await;
         *self.shared.summary.write().expect("summary lock") = me.clone();
         if !me.glusterd_ok || !me.dockerd_ok {
@@ -460,6 +462,8 @@ impl Agent {
         });
         let before = self.phase();
         self.walk(p.phase, &p.detail);
+        // Peers read the phase from the summary: give them the one just decided, not the one before this tick.
+        self.shared.summary.write().expect("summary lock").phase = self.phase().as_str().into();
         if p.phase != before {
             self.record_formation(&me);
         }
@@ -483,6 +487,21 @@ impl Agent {
         }
         self.publish_status();
         busy
+    }
+
+    /// Follows a changed LAN address (DHCP): peers learn it from the next signed announcement and rewrite their
+    /// hosts block, so Gluster, which knows the node by name, follows too.
+    fn refresh_address(&mut self) {
+        if self.options.address.is_some() {
+            return;
+        }
+        if let Some(a) = lan_address() {
+            if a != self.addr {
+                tracing::warn!(old = %self.addr, new = %a, "the LAN address changed");
+                self.addr = a;
+                self.announcement.write().expect("announcement lock").addr = a;
+            }
+        }
     }
 
     /// Records the formation in the agent's state file (`formation`): the phase, the volume and swarm ids and
@@ -898,13 +917,12 @@ async fn swarm_action(
         Action::SwarmInit => {
             d.swarm_init(&addr.to_string(), SWARM_LISTEN).await?;
         }
-        Action::SwarmJoin(node_id) => {
-            let peer = peers
-                .get(node_id)
-                .context("the manager left the peer table")?;
+        Action::SwarmJoin { via, manager } => {
+            let peer = peers.get(via).context("the manager left the peer table")?;
             let a = peer.announcement;
+            let role = if *manager { "manager" } else { "worker" };
             let t = client
-                .join_token(SocketAddr::new(a.addr.into(), a.api_port), "worker")
+                .join_token(SocketAddr::new(a.addr.into(), a.api_port), role)
                 .await?;
             d.swarm_join(&addr.to_string(), SWARM_LISTEN, &t.remote_addrs, &t.token)
                 .await?;

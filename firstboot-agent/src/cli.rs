@@ -39,6 +39,19 @@ pub enum Command {
     Identity(IdentityArgs),
     /// Run the agent: prepare the disk, form or join the cluster, serve the API (runs until stopped).
     Run(RunArgs),
+    /// Show the whole cluster (health, nodes, volume, bricks, swarm) as this node's agent or --node sees it.
+    Status(StatusArgs),
+}
+
+/// Arguments of `status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Ask the agent on HOST[:PORT] instead of this node's (port default: agent.api_port, else 7780).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub node: Option<String>,
+    /// Print the JSON document (GET /api/status) for programs.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `run` (see `firstboot_agent::agent::RunOptions`).
@@ -192,6 +205,20 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         .block_on(firstboot_agent::agent::run(config, identity, options))
 }
 
+fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
+    use firstboot_agent::status_cli;
+    let port = ClusterConfig::load(&cli.config)
+        .map(|c| c.agent.api_port)
+        .unwrap_or(status_cli::DEFAULT_PORT);
+    let url = status_cli::status_url(args.node.as_deref(), port)?;
+    let (doc, raw) = tokio::runtime::Runtime::new()?.block_on(status_cli::fetch(&url))?;
+    if args.json {
+        return print_json(&serde_json::from_str::<serde_json::Value>(&raw)?);
+    }
+    print!("{}", status_cli::render_table(&doc));
+    Ok(())
+}
+
 /// Parses the command line, runs the subcommand, prints errors to stderr.
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -208,6 +235,7 @@ pub fn main() -> ExitCode {
         Command::EnsureServices(a) => ensure_services(&cli, a),
         Command::Identity(a) => identity(&cli, a),
         Command::Run(a) => run(&cli, a),
+        Command::Status(a) => status(&cli, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@
 //! stop answering the agent asks the service layer to start them again.
 
 pub mod election;
+pub mod observe_status;
 pub mod phase;
 pub mod plan;
 
@@ -127,6 +128,7 @@ pub async fn run(
         summary: RwLock::new(NodeSummary::default()),
         tokens: RwLock::new(None),
         verifier: Verifier::new(key.clone()),
+        observed: Default::default(), // status page (issue 5)
     });
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.agent.api_port))
         .await
@@ -137,6 +139,12 @@ pub async fn run(
             )
         })?;
     tokio::spawn(crate::api::serve(listener, shared.clone()));
+    // Status page (issue 5): volume, heal, swarm and event detail, gathered in the background.
+    observe_status::spawn(
+        shared.clone(),
+        config.storage.volume_name.clone(),
+        config.agent.api_port,
+    );
     tracing::info!(
         node = %identity.node_id,
         host = %identity.hostname,
@@ -247,6 +255,7 @@ fn initial_status(config: &ClusterConfig, identity: &NodeIdentity) -> ClusterSta
         volume: None,
         swarm: None,
         phases: Vec::new(),
+        ..Default::default() // status page additions (issue 5)
     }
 }
 
@@ -636,6 +645,7 @@ impl Agent {
             },
             swarm_role: role(&me),
             mount_ok: me.mounted,
+            ..Default::default() // status page additions (issue 5)
         }];
         let by_id: BTreeMap<&str, &NodeSummary> = self
             .peer_summaries
@@ -662,6 +672,7 @@ impl Agent {
                 gluster_peer: pool_state(s.and_then(|s| s.gluster_uuid.as_deref())),
                 swarm_role: s.map(|s| role(s)).unwrap_or_else(|| "unknown".into()),
                 mount_ok: s.is_some_and(|s| s.mounted),
+                ..Default::default() // status page additions (issue 5)
             });
         }
         let present = nodes.iter().filter(|n| n.up).count() as u32;
@@ -695,6 +706,7 @@ impl Agent {
             volume: me.volume.clone(),
             swarm: me.swarm.clone(),
             phases: records,
+            ..Default::default() // status page additions (issue 5)
         };
         *self.shared.status.write().expect("status lock") = status;
     }

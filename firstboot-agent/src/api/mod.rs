@@ -43,6 +43,9 @@ pub struct Shared {
     pub tokens: RwLock<Option<JoinTokens>>,
     /// Checks request proofs.
     pub verifier: Verifier,
+    /// Status page addition (issue 5): the detail gathered in the background by
+    /// [`crate::agent::observe_status`], merged into every served status document.
+    pub observed: RwLock<crate::agent::observe_status::Observed>,
 }
 
 /// The router with every route.
@@ -50,6 +53,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/status", get(status))
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/swarm/join-token", post(join_token))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -62,7 +67,52 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> st
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<ClusterStatus> {
-    Json(s.status.read().expect("status lock").clone())
+    Json(served_status(&s))
+}
+
+// ---- Status page additions (issue 5) ----
+
+/// The status page, embedded in the binary (no external asset: it works with no internet).
+pub const STATUS_PAGE: &str = include_str!("../../assets/status.html");
+
+/// The status document as served: the reconcile loop's document plus the detail gathered in the background.
+/// Reads memory only.
+pub fn served_status(s: &Shared) -> ClusterStatus {
+    let mut status = s.status.read().expect("status lock").clone();
+    s.observed
+        .read()
+        .expect("observed lock")
+        .apply(&mut status, unix_now_ms());
+    status
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn page() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        STATUS_PAGE,
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::render(&served_status(&s)),
+    )
+        .into_response()
 }
 
 fn authenticate(
@@ -161,6 +211,7 @@ mod tests {
                 volume: None,
                 swarm: None,
                 phases: vec![],
+                ..Default::default() // status page additions (issue 5)
             }),
             summary: RwLock::new(NodeSummary {
                 node_id: "n1".into(),
@@ -168,6 +219,7 @@ mod tests {
             }),
             tokens: RwLock::new(None),
             verifier: Verifier::new(key.clone()),
+            observed: Default::default(), // status page (issue 5)
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -239,3 +291,7 @@ mod tests {
         assert!(!page.contains(&hex::encode([1u8; 32])), "{page}");
     }
 }
+
+// Status page (issue 5): the served endpoints hold no secret.
+#[cfg(test)]
+mod status_page_tests;

@@ -9,10 +9,11 @@ use std::net::Ipv4Addr;
 pub const STATUS_SCHEMA: u32 = 1;
 
 /// Cluster health in words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Formation is still going on.
+    #[default]
     Forming,
     /// Every expected node is present, every brick online, the mount and the Swarm are complete.
     Healthy,
@@ -107,7 +108,7 @@ impl NodeSummary {
 }
 
 /// One node as `/api/status` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Host name.
     pub name: String,
@@ -127,6 +128,14 @@ pub struct NodeStatus {
     pub swarm_role: String,
     /// Whether the node has the shared volume mounted.
     pub mount_ok: bool,
+    /// Status page addition (issue 5): Swarm availability as the managers see it (`active`, `pause`, `drain`;
+    /// empty when unknown, e.g. before the node joined the swarm).
+    #[serde(default)]
+    pub swarm_availability: String,
+    /// Status page addition (issue 5): Swarm node state as the managers see it (`ready`, `down`, ...; empty when
+    /// unknown).
+    #[serde(default)]
+    pub swarm_state: String,
 }
 
 /// One recorded phase transition (for the formation benchmark).
@@ -141,7 +150,9 @@ pub struct PhaseRecord {
 }
 
 /// The public cluster status served by `GET /api/status` (no secret in it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The README's "Status page and API" section documents every field for users.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// [`STATUS_SCHEMA`].
     pub schema: u32,
@@ -169,6 +180,137 @@ pub struct ClusterStatus {
     pub swarm: Option<SwarmBrief>,
     /// This node's phase transitions since the agent started.
     pub phases: Vec<PhaseRecord>,
+
+    // ---- Status page additions (issue 5). Filled by `agent::observe_status` when the document is served;
+    // ---- every one has a default so documents without them still parse.
+    /// Unix time this document was served.
+    #[serde(default)]
+    pub generated_at: i64,
+    /// The volume in detail: type, status, capacity, every brick, heal backlog (`None` before it exists).
+    #[serde(default)]
+    pub volume_detail: Option<VolumeReport>,
+    /// The whole swarm: id, managers, leader, every node (`None` before it exists or while no manager answers).
+    #[serde(default)]
+    pub swarm_detail: Option<SwarmReport>,
+    /// Formation progress of this node.
+    #[serde(default)]
+    pub formation: FormationProgress,
+    /// The last events this agent saw (oldest first, at most [`MAX_EVENTS`]).
+    #[serde(default)]
+    pub events: Vec<StatusEvent>,
+    /// Cluster state changes this agent saw since it started, by kind (event kinds, plus `health` and `phase`).
+    #[serde(default)]
+    pub state_changes: std::collections::BTreeMap<String, u64>,
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Status page additions (issue 5): the detail types of `ClusterStatus`. Additive to schema 1.
+
+/// How many events a status document carries.
+pub const MAX_EVENTS: usize = 30;
+
+/// One brick as the status page lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrickReport {
+    /// Host the brick is on (as the volume names it).
+    pub node: String,
+    /// Brick directory on that host.
+    pub path: String,
+    /// Whether the brick process runs and its host answers.
+    pub online: bool,
+    /// Size of the brick's file system in bytes (`None` when unknown, e.g. offline).
+    pub size_bytes: Option<u64>,
+    /// Free bytes on the brick's file system (`None` when unknown).
+    pub free_bytes: Option<u64>,
+}
+
+/// The shared volume in detail (from `gluster volume info`, `volume status detail` and `volume heal info`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeReport {
+    /// Volume name.
+    pub name: String,
+    /// glusterd's words for the type (`Replicate`, `Distributed-Replicate`, ...).
+    #[serde(rename = "type")]
+    pub vol_type: String,
+    /// `created`, `started` or `stopped`.
+    pub status: String,
+    /// Copies of each file.
+    pub replica: u32,
+    /// Bytes a user can store (the smallest brick of each replica set, summed); `None` while unknown.
+    pub usable_bytes: Option<u64>,
+    /// Bytes used, counted the same way; `None` while unknown.
+    pub used_bytes: Option<u64>,
+    /// Every brick, in volume order.
+    pub bricks: Vec<BrickReport>,
+    /// How many bricks are online.
+    pub bricks_online: u32,
+    /// Entries waiting to be healed, summed over the reachable bricks (`None` until first read).
+    pub heal_pending: Option<u64>,
+    /// Unix time of the brick reading.
+    pub read_at: i64,
+}
+
+/// One swarm node as the managers see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmNodeReport {
+    /// Host name the node's dockerd reported.
+    pub hostname: String,
+    /// Address the node's dockerd reported (how `nodes[]` entries are matched to swarm nodes).
+    #[serde(default)]
+    pub address: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    /// `ready`, `down`, `disconnected` or `unknown`.
+    pub state: String,
+    /// Whether it is the Raft leader.
+    pub leader: bool,
+}
+
+/// The whole swarm, read from a manager's dockerd.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmReport {
+    /// Swarm cluster id.
+    pub id: String,
+    /// Host names of the managers.
+    pub managers: Vec<String>,
+    /// Host name of the leader (`None` when there is none, e.g. after losing quorum).
+    pub leader: Option<String>,
+    /// Every node.
+    pub nodes: Vec<SwarmNodeReport>,
+    /// The node whose dockerd was read (this one, or a manager peer when this node is a worker).
+    pub source: String,
+    /// Unix time of the reading.
+    pub read_at: i64,
+}
+
+/// Formation progress of the node serving the document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormationProgress {
+    /// Current phase.
+    pub phase: String,
+    /// 1-based position of the phase in the formation chain (0 when failed).
+    pub step: u32,
+    /// Length of the formation chain.
+    pub steps: u32,
+    /// What the phase waits for or did last.
+    pub waiting_for: String,
+    /// Unix time (ms) the agent started.
+    pub started_at_ms: i64,
+    /// Milliseconds from the agent's start to its first `steady` (`None` until then).
+    pub duration_ms: Option<i64>,
+}
+
+/// One thing that happened to the cluster, as this agent saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// Unix time.
+    pub at: i64,
+    /// `node-lost`, `node-back`, `brick-offline`, `brick-online`, `heal-started`, `heal-finished`, `health`.
+    pub kind: String,
+    /// The event in words.
+    pub message: String,
 }
 
 /// Body of `POST /api/v1/swarm/join-token`.

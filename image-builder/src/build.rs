@@ -377,6 +377,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
                 .tempfile_in(&dir)
                 .ctx(|| format!("cannot create a temporary file in {}", dir.display()))?,
         );
+        if let Some(s) = &scratch {
+            io::register_temp(s.path());
+        }
     }
     let (raw_path, raw): (PathBuf, &mut File) = match scratch.as_mut() {
         Some(s) => (s.path().to_path_buf(), s.as_file_mut()),

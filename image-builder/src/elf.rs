@@ -44,6 +44,13 @@ pub fn elf_machine(path: &Path) -> Result<u16> {
 
 /// Refuses an agent that is not a 64-bit little-endian aarch64 ELF, unless `allow_any` (lab and tests on x86_64).
 pub fn check_agent(path: &Path, allow_any: bool) -> Result<()> {
+    if !path.is_file() {
+        return invalid(format!(
+            "agent binary {} does not exist: build it with ci/build-agent-aarch64 (it writes \
+             target/aarch64-unknown-linux-gnu/release/firstboot-agent) or pass --agent PATH",
+            path.display()
+        ));
+    }
     if allow_any {
         // Still refuse something that is not a file at all.
         std::fs::metadata(path).ctx(|| format!("agent binary {}", path.display()))?;

@@ -61,6 +61,7 @@ pub fn open_raw(
         .prefix(".image-builder-inspect.")
         .tempfile()
         .ctx(|| "cannot create a temporary file")?;
+    io::register_temp(tmp.path());
     let len = f.metadata().ctx(|| format!("cannot stat {what}"))?.len();
     let bar = io::progress_bar(len, "decode", progress);
     let mut dec = io::decoder(io::ProgressReader::new(f, bar.clone()), format)

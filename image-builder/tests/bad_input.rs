@@ -272,3 +272,46 @@ fn output_name_must_say_format() {
     assert!(String::from_utf8_lossy(&o.stderr).contains(".img.xz"));
     assert!(listing(&out).is_empty());
 }
+
+/// Interrupted (SIGTERM, as Ctrl-C would send SIGINT) in the middle of a build: temporary files are removed and
+/// no output appears.
+#[test]
+fn interrupted_build_leaves_nothing() {
+    let (_t, out) = dirs();
+    let agent = fake_agent(out.parent().unwrap(), 183);
+    let base = base_image("bookworm");
+    let before = fingerprint(&base);
+    let mut child = Command::new(bin())
+        .arg("build")
+        .arg("--base")
+        .arg(&base)
+        .arg("--out")
+        .arg(out.join("c.img.xz"))
+        .arg("--agent")
+        .arg(&agent)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (with a deadline) until the build has created its temporary files.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while listing(&out).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary files appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "build ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10)); // poll interval, not synchronisation
+    }
+    nix_kill(child.id());
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(listing(&out), Vec::<String>::new());
+    assert_eq!(fingerprint(&base), before);
+}
+
+fn nix_kill(pid: u32) {
+    run_ok(Command::new("kill").arg("-TERM").arg(pid.to_string()));
+}

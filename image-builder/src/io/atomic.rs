@@ -27,6 +27,7 @@ impl AtomicOutput {
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .tempfile_in(&dir)?;
+        register_temp(temp.path());
         Ok(AtomicOutput {
             temp,
             dest: dest.to_path_buf(),
@@ -69,4 +70,42 @@ impl AtomicOutput {
         }
         Ok(dest)
     }
+}
+
+/// Temporary files to remove if the program is interrupted (SIGINT, SIGTERM, SIGHUP): destructors do not run
+/// then, so [`install_interrupt_cleanup`] removes these paths itself.
+static PENDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers a temporary path for removal on interruption.
+pub fn register_temp(path: &Path) {
+    if let Ok(mut v) = PENDING.lock() {
+        v.push(path.to_path_buf());
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this and every later thread and starts a thread that, on one of them,
+/// removes every registered temporary file still present and exits with 128 + the signal number. Call it first
+/// thing in `main`, before any thread starts.
+pub fn install_interrupt_cleanup() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            if let Ok(v) = PENDING.lock() {
+                for p in v.iter() {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            eprintln!(
+                "image-builder: interrupted ({sig}); temporary files removed, no output written"
+            );
+            std::process::exit(128 + sig as i32);
+        }
+    });
 }

@@ -8,7 +8,7 @@ pub mod hash;
 pub mod progress;
 pub mod sparse;
 
-pub use atomic::AtomicOutput;
+pub use atomic::{install_interrupt_cleanup, register_temp, AtomicOutput};
 pub use compress::{decoder, encoder, sniff, Encoder, InputFormat, OutputFormat};
 pub use hash::{HashingReader, HashingWriter};
 pub use progress::{progress_bar, ProgressReader};

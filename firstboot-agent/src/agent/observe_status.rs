@@ -88,6 +88,18 @@ impl Observed {
         }
         status.formation = formation_progress(&status.phase, &status.detail, &status.phases);
         let this = status.this_node.clone();
+        for n in status.nodes.iter_mut() {
+            let heard = if n.name == this {
+                Some(now_ms)
+            } else {
+                n.address
+                    .and_then(|a| self.liveness.get(&a))
+                    .and_then(|l| l.last_ok_ms)
+            };
+            if let Some(ms) = heard {
+                n.last_seen = n.last_seen.max(ms.div_euclid(1000));
+            }
+        }
         let mut lost = false;
         for n in status.nodes.iter_mut().filter(|n| n.up && n.name != this) {
             let silent = n
@@ -264,7 +276,12 @@ impl View {
         View {
             health: lower(&s.health),
             phase: s.phase.clone(),
-            nodes: s.nodes.iter().map(|n| (n.name.clone(), n.up)).collect(),
+            nodes: s
+                .nodes
+                .iter()
+                .filter(|n| !n.name.is_empty())
+                .map(|n| (n.name.clone(), n.up))
+                .collect(),
             bricks: s
                 .volume_detail
                 .iter()

@@ -90,6 +90,7 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
         .no_sandbox()
         .user_data_dir(profile.path())
         .window_size(1100, 1400)
+        .viewport(None)
         .args([
             "disable-gpu",
             "disable-background-networking",
@@ -199,7 +200,15 @@ async fn page_shows_the_cluster_and_a_lost_node_in_a_real_browser() {
     )
     .await;
     assert_eq!(down_rows, "1");
-    // Let the events list and brick table catch up before the picture.
+    // The brick table follows (glusterd notices the lost brick within its ping timeout).
+    wait_dom(
+        &page,
+        "document.getElementById('volume').innerText",
+        Duration::from_secs(30),
+        |v| v.contains("3 of 4") && v.contains("offline"),
+    )
+    .await;
+    // Let the events list catch up before the picture.
     wait_dom(
         &page,
         "document.getElementById('events').textContent",

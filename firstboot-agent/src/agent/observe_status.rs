@@ -88,6 +88,18 @@ impl Observed {
         }
         status.formation = formation_progress(&status.phase, &status.detail, &status.phases);
         let this = status.this_node.clone();
+        for n in status.nodes.iter_mut() {
+            let heard = if n.name == this {
+                Some(now_ms)
+            } else {
+                n.address
+                    .and_then(|a| self.liveness.get(&a))
+                    .and_then(|l| l.last_ok_ms)
+            };
+            if let Some(ms) = heard {
+                n.last_seen = n.last_seen.max(ms.div_euclid(1000));
+            }
+        }
         let mut lost = false;
         for n in status.nodes.iter_mut().filter(|n| n.up && n.name != this) {
             let silent = n
@@ -210,6 +222,17 @@ pub fn volume_report(info: &VolumeInfo, status: Option<&VolumeStatus>, now: i64)
     }
 }
 
+/// `report` with the bricks on `down` hosts offline (sizes unknown) and the online count redone.
+pub fn mark_down_bricks(mut report: VolumeReport, down: &[String]) -> VolumeReport {
+    for b in report.bricks.iter_mut().filter(|b| down.contains(&b.node)) {
+        b.online = false;
+        b.size_bytes = None;
+        b.free_bytes = None;
+    }
+    report.bricks_online = report.bricks.iter().filter(|b| b.online).count() as u32;
+    report
+}
+
 fn lower<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
@@ -264,7 +287,12 @@ impl View {
         View {
             health: lower(&s.health),
             phase: s.phase.clone(),
-            nodes: s.nodes.iter().map(|n| (n.name.clone(), n.up)).collect(),
+            nodes: s
+                .nodes
+                .iter()
+                .filter(|n| !n.name.is_empty())
+                .map(|n| (n.name.clone(), n.up))
+                .collect(),
             bricks: s
                 .volume_detail
                 .iter()
@@ -395,11 +423,18 @@ async fn volume_loop(shared: Arc<Shared>, volume: String) {
                     .clone();
                 match (status, prev) {
                     (Some(st), _) => Some(volume_report(&info, Some(&st), now)),
-                    // A failed reading (e.g. another glusterd transaction in progress) keeps the last one.
+                    // A failed reading (e.g. another glusterd transaction in progress, or a peer that just died)
+                    // keeps the last one, except that bricks on nodes now shown down are offline.
                     (None, Some(p))
                         if info.status == VolumeState::Started && p.name == info.name =>
                     {
-                        Some(p)
+                        let down: Vec<String> = crate::api::served_status(&shared)
+                            .nodes
+                            .into_iter()
+                            .filter(|n| !n.up)
+                            .map(|n| n.name)
+                            .collect();
+                        Some(mark_down_bricks(p, &down))
                     }
                     (None, _) => Some(volume_report(&info, None, now)),
                 }
@@ -649,6 +684,19 @@ mod tests {
         assert_eq!(r.used_bytes, Some(150));
         assert_eq!(r.vol_type, "Replicate");
         assert_eq!(r.status, "started");
+    }
+
+    #[test]
+    fn a_kept_reading_shows_bricks_of_down_nodes_offline() {
+        let st = VolumeStatus {
+            name: "shared".into(),
+            bricks: ["a", "b"].iter().map(|h| brick(h, true, 100, 40)).collect(),
+        };
+        let r = volume_report(&info(2, &["a", "b"]), Some(&st), 5);
+        let r = mark_down_bricks(r, &["b".to_string()]);
+        assert_eq!(r.bricks_online, 1);
+        assert!(r.bricks[0].online && !r.bricks[1].online);
+        assert_eq!(r.bricks[1].size_bytes, None);
     }
 
     #[test]

@@ -43,7 +43,14 @@ fn agent_logs(lab: &Lab, nodes: &[&str]) -> String {
     nodes
         .iter()
         .map(|n| {
-            let text = std::fs::read_to_string(lab.log_path(n, "agent")).unwrap_or_default();
+            // The lab's own agent logs to log/agent.log; agents this test starts log inside the node.
+            let inside = lab
+                .state_dir()
+                .join(n)
+                .join("fs/var-log.upper/firstboot-agent.log");
+            let text = std::fs::read_to_string(lab.log_path(n, "agent"))
+                .or_else(|_| std::fs::read_to_string(inside))
+                .unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             format!(
                 "--- {n} agent log (last lines)\n{}",
@@ -263,15 +270,28 @@ fn four_nodes_form_one_cluster_and_survive_restarts() {
     lab.down().unwrap();
 }
 
+/// The agent binary: `FIRSTBOOT_AGENT_BIN`, else the workspace's debug build (built by `cargo build -p
+/// firstboot-agent`; `ci/test` does that before the lab tests).
+fn agent_bin() -> String {
+    if let Ok(bin) = std::env::var("FIRSTBOOT_AGENT_BIN") {
+        return bin;
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| cluster_tests::lab::repo_root().join("target"));
+    let bin = target.join("debug/firstboot-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p firstboot-agent` or set FIRSTBOOT_AGENT_BIN",
+        bin.display()
+    );
+    bin.display().to_string()
+}
+
 /// Installs `config` on `node` and starts the agent there in the background, as the image's first run would.
 fn start_agent(lab: &Lab, node: &str, config: &ClusterConfig) {
     let dev = std::fs::read_to_string(lab.state_dir().join(node).join("card.dev")).unwrap();
-    let agent = std::env::var("FIRSTBOOT_AGENT_BIN").unwrap_or_else(|_| {
-        lab.state_dir()
-            .join("firstboot-agent")
-            .display()
-            .to_string()
-    });
+    let agent = agent_bin();
     let script = format!(
         "mkdir -p /etc/firstboot-agent && cat > /etc/firstboot-agent/cluster.toml <<'EOF'\n{}EOF\n\
          chmod 600 /etc/firstboot-agent/cluster.toml\n\

@@ -109,6 +109,7 @@ struct Agent {
     last_service_kick: Option<Instant>,
     peer_summaries: Vec<NodeSummary>,
     summaries: SummaryCache,
+    backoff: Backoff,
     swarm_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -163,6 +164,7 @@ pub async fn run(
         last_service_kick: None,
         peer_summaries: Vec::new(),
         summaries: Arc::new(RwLock::new(BTreeMap::new())),
+        backoff: Backoff::default(),
         swarm_task: None,
         config,
         identity,
@@ -455,8 +457,13 @@ impl Agent {
         let busy = !p.actions.is_empty() || !p.swarm_actions.is_empty() || p.phase != Phase::Steady;
         self.spawn_swarm_actions(p.swarm_actions).await;
         for action in p.actions {
+            if !self.backoff.due(&action) {
+                continue;
+            }
             tracing::info!(?action, "doing");
-            if let Err(e) = self.execute(&action).await {
+            let result = self.execute(&action).await;
+            self.backoff.record(&action, result.is_ok());
+            if let Err(e) = result {
                 tracing::warn!(?action, "failed: {e:#}");
                 self.log
                     .write()
@@ -502,10 +509,16 @@ impl Agent {
         let client = self.client.clone();
         let peers = self.peers.clone();
         let addr = self.addr;
+        let backoff = self.backoff.clone();
         self.swarm_task = Some(tokio::spawn(async move {
             for action in actions {
+                if !backoff.due(&action) {
+                    continue;
+                }
                 tracing::info!(?action, "doing");
-                if let Err(e) = swarm_action(&action, &docker, &client, &peers, addr).await {
+                let result = swarm_action(&action, &docker, &client, &peers, addr).await;
+                backoff.record(&action, result.is_ok());
+                if let Err(e) = result {
                     tracing::warn!(?action, "failed: {e:#}");
                     break;
                 }
@@ -780,6 +793,31 @@ async fn read_swarm(
     (Some(brief), views, tokens)
 }
 
+/// Exponential back-off per failing action (250 ms doubling up to 15 s), so a step that keeps failing (an
+/// unreachable peer, a busy glusterd) is retried without hammering; success clears it.
+#[derive(Clone, Default)]
+struct Backoff(Arc<std::sync::Mutex<BTreeMap<String, (u32, Instant)>>>);
+
+impl Backoff {
+    fn due(&self, action: &Action) -> bool {
+        let map = self.0.lock().expect("backoff lock");
+        map.get(&format!("{action:?}"))
+            .is_none_or(|(_, next)| Instant::now() >= *next)
+    }
+
+    fn record(&self, action: &Action, ok: bool) {
+        let mut map = self.0.lock().expect("backoff lock");
+        let key = format!("{action:?}");
+        if ok {
+            map.remove(&key);
+        } else {
+            let count = map.get(&key).map_or(0, |(c, _)| *c) + 1;
+            let delay = Duration::from_millis(250u64 << count.min(6)).min(Duration::from_secs(15));
+            map.insert(key, (count, Instant::now() + delay));
+        }
+    }
+}
+
 /// Peer summaries fetched by the poller, with when they were fetched.
 type SummaryCache = Arc<RwLock<BTreeMap<String, (NodeSummary, Instant)>>>;
 
@@ -848,13 +886,12 @@ async fn swarm_action(
         Action::SwarmInit => {
             d.swarm_init(&addr.to_string(), SWARM_LISTEN).await?;
         }
-        Action::SwarmJoin(node_id) => {
-            let peer = peers
-                .get(node_id)
-                .context("the manager left the peer table")?;
+        Action::SwarmJoin { via, manager } => {
+            let peer = peers.get(via).context("the manager left the peer table")?;
             let a = peer.announcement;
+            let role = if *manager { "manager" } else { "worker" };
             let t = client
-                .join_token(SocketAddr::new(a.addr.into(), a.api_port), "worker")
+                .join_token(SocketAddr::new(a.addr.into(), a.api_port), role)
                 .await?;
             d.swarm_join(&addr.to_string(), SWARM_LISTEN, &t.remote_addrs, &t.token)
                 .await?;

@@ -73,8 +73,13 @@ pub enum Action {
     Mount(Vec<String>),
     /// `docker swarm init` on this node.
     SwarmInit,
-    /// Join the swarm as a worker through the manager with this node id.
-    SwarmJoin(String),
+    /// Join the swarm through the manager with this node id (`manager`: with the manager token).
+    SwarmJoin {
+        /// The manager's node id.
+        via: String,
+        /// Join as a manager.
+        manager: bool,
+    },
     /// Promote a Swarm node (by Swarm node id) to manager.
     Promote(String),
     /// Set the mount label of a Swarm node (id, value).
@@ -207,7 +212,7 @@ pub fn plan(ctx: &Ctx) -> Plan {
     members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     let leader = members[0].node_id.clone();
     let i_lead = leader == me.node_id;
-    let (swarm_done, swarm_detail, swarm_actions) = swarm_track(ctx, i_lead);
+    let (swarm_done, swarm_detail, swarm_actions) = swarm_track(ctx, i_lead, &members);
 
     // Names: probe back nodes glusterd knows only by address.
     for m in &me.pool {
@@ -376,20 +381,39 @@ pub fn plan(ctx: &Ctx) -> Plan {
 }
 
 /// The Swarm track, run beside the volume work once this node is in the pool: (joined, detail, actions).
-fn swarm_track(ctx: &Ctx, i_lead: bool) -> (bool, String, Vec<Action>) {
+///
+/// Roles at join: the pool members ordered by node id are ranked; a node joins with the manager token when its
+/// rank is below the wanted manager count and fewer managers than wanted answer, else as a worker. At formation
+/// the pool leader (rank 0) initialises and ranks 1 and 2 join as managers directly, without a promotion round
+/// trip; a late node finds the managers complete and joins as a worker. The Swarm leader still promotes workers
+/// whenever managers are missing (e.g. one was lost).
+fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, String, Vec<Action>) {
     let me = ctx.me;
     let mut actions = Vec::new();
     let Some(sw) = &me.swarm else {
-        let manager = ctx
+        let managers: Vec<&NodeSummary> = ctx
             .peers
             .iter()
             .filter(|p| p.swarm.as_ref().is_some_and(|s| s.is_manager))
-            .min_by(|a, b| a.node_id.cmp(&b.node_id));
-        if let Some(m) = manager {
-            actions.push(Action::SwarmJoin(m.node_id.clone()));
+            .collect();
+        if let Some(m) = managers.iter().min_by(|a, b| a.node_id.cmp(&b.node_id)) {
+            let want = desired_managers(members.len());
+            let rank = members
+                .iter()
+                .position(|s| s.node_id == me.node_id)
+                .unwrap_or(usize::MAX);
+            let manager = rank < want && managers.len() < want;
+            actions.push(Action::SwarmJoin {
+                via: m.node_id.clone(),
+                manager,
+            });
             return (
                 false,
-                format!("joining the swarm through {}", m.hostname),
+                format!(
+                    "joining the swarm as a {} through {}",
+                    if manager { "manager" } else { "worker" },
+                    m.hostname
+                ),
                 actions,
             );
         }
@@ -635,7 +659,54 @@ mod tests {
             &nodes[1],
             &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
         );
-        assert_eq!(p.swarm_actions, vec![Action::SwarmJoin("n1".into())]);
+        // Rank 1 of 4 joins as a manager directly; rank 3 as a worker.
+        assert_eq!(
+            p.swarm_actions,
+            vec![Action::SwarmJoin {
+                via: "n1".into(),
+                manager: true
+            }]
+        );
+        let p = run(
+            &nodes[3],
+            &[nodes[0].clone(), nodes[1].clone(), nodes[2].clone()],
+        );
+        assert_eq!(
+            p.swarm_actions,
+            vec![Action::SwarmJoin {
+                via: "n1".into(),
+                manager: false
+            }]
+        );
+        // With three managers answering, even a low rank joins as a worker.
+        for i in [1, 2] {
+            nodes[i].swarm = nodes[0].swarm.clone();
+        }
+        let p = run(
+            &nodes[1],
+            &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
+        );
+        assert!(p.swarm_actions.is_empty(), "already in");
+        let mut late = node(0);
+        late.node_id = "n0".into();
+        late.volume = nodes[0].volume.clone();
+        late.mounted = true;
+        for n in nodes.iter_mut() {
+            n.pool.push(PoolMember {
+                uuid: "u0".into(),
+                hostname: "pc-0".into(),
+                connected: true,
+            });
+        }
+        late.pool = nodes[0].pool.clone();
+        let p = run(&late, &nodes);
+        assert_eq!(
+            p.swarm_actions,
+            vec![Action::SwarmJoin {
+                via: "n1".into(),
+                manager: false
+            }]
+        );
     }
 
     #[test]

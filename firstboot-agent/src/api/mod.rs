@@ -135,3 +135,107 @@ async fn join_token(
     })
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::client::{ClientError, PeerClient};
+    use super::model::{Health, STATUS_SCHEMA};
+    use super::*;
+    use crate::trust::ClusterKey;
+
+    const SECRET_TOKEN: &str = "SWMTKN-1-secret-worker-token";
+
+    async fn server(key: &ClusterKey) -> (std::net::SocketAddr, Arc<Shared>) {
+        let shared = Arc::new(Shared {
+            status: RwLock::new(ClusterStatus {
+                schema: STATUS_SCHEMA,
+                cluster_name: "lab".into(),
+                cluster_id: "c-1".into(),
+                health: Health::Forming,
+                phase: "discovering".into(),
+                detail: String::new(),
+                this_node: "pc-1".into(),
+                expected_nodes: 4,
+                present_nodes: 1,
+                nodes: vec![],
+                volume: None,
+                swarm: None,
+                phases: vec![],
+            }),
+            summary: RwLock::new(NodeSummary {
+                node_id: "n1".into(),
+                ..Default::default()
+            }),
+            tokens: RwLock::new(None),
+            verifier: Verifier::new(key.clone()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, shared.clone()));
+        (addr, shared)
+    }
+
+    fn status_of(r: Result<impl std::fmt::Debug, ClientError>) -> u16 {
+        match r {
+            Err(ClientError::Status { status, .. }) => status,
+            Ok(_) => 200,
+            Err(e) => panic!("transport error: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_cluster_key_reads_the_summary_and_tokens() {
+        let key = ClusterKey::new(&[1; 32]);
+        let (addr, shared) = server(&key).await;
+        let good = PeerClient::new(key.clone());
+        let bad = PeerClient::new(ClusterKey::new(&[2; 32]));
+        assert_eq!(good.summary(addr).await.unwrap().node_id, "n1");
+        assert_eq!(status_of(bad.summary(addr).await), 401);
+        // No manager yet: no token for anyone.
+        assert_eq!(status_of(good.join_token(addr, "worker").await), 503);
+        *shared.tokens.write().unwrap() = Some(JoinTokens {
+            worker: SECRET_TOKEN.into(),
+            manager: "SWMTKN-1-secret-manager-token".into(),
+            remote_addrs: vec!["10.0.0.1:2377".into()],
+        });
+        assert_eq!(status_of(bad.join_token(addr, "worker").await), 401);
+        assert_eq!(
+            good.join_token(addr, "worker").await.unwrap().token,
+            SECRET_TOKEN
+        );
+        assert_eq!(status_of(good.join_token(addr, "root").await), 400);
+        // Unsigned requests and replays are refused.
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("http://{addr}/api/v1/swarm/join-token"))
+            .body("{\"role\":\"worker\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let body = b"{\"role\":\"worker\"}".to_vec();
+        let proof = key.sign_request("POST", "/api/v1/swarm/join-token", &body);
+        let send = || {
+            http.post(format!("http://{addr}/api/v1/swarm/join-token"))
+                .header(HEADER_TS, proof.ts.to_string())
+                .header(HEADER_NONCE, proof.nonce.clone())
+                .header(HEADER_MAC, proof.mac.clone())
+                .body(body.clone())
+                .send()
+        };
+        assert_eq!(send().await.unwrap().status().as_u16(), 200);
+        assert_eq!(send().await.unwrap().status().as_u16(), 401, "replay");
+        // The public status never carries a secret.
+        let page = http
+            .get(format!("http://{addr}/api/status"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("\"health\":\"forming\""), "{page}");
+        assert!(!page.contains("SWMTKN"), "{page}");
+        assert!(!page.contains(&hex::encode([1u8; 32])), "{page}");
+    }
+}

@@ -23,7 +23,7 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(180);
 const HEAL_TIMEOUT: Duration = Duration::from_secs(240);
 const NODES: [&str; 4] = ["node1", "node2", "node3", "node4"];
 /// Writer period and file size for the suite's workload.
-const INTERVAL_MS: u64 = 200;
+const INTERVAL_MS: u64 = 500;
 const FILE_SIZE: usize = 4096;
 const SERVICE: &str = "fault-sleep";
 
@@ -216,6 +216,15 @@ fn finish(row: &mut CaseRow, r: anyhow::Result<()>, t: Instant) {
     eprintln!("fault_suite: case {}: {}", row.case, row.result);
 }
 
+/// Stops the writers of workload `tag` on every node.
+fn stop_writers(lab: &Lab, tag: &str) -> anyhow::Result<()> {
+    Workload {
+        tag: tag.into(),
+        nodes: NODES.iter().map(|s| s.to_string()).collect(),
+    }
+    .stop(lab)
+}
+
 /// Cases 2 and 3: node4 power-cut while node1..3 write, then it returns and heals.
 fn cases_2_and_3(lab: &Lab, rows: &mut Vec<CaseRow>) {
     let t = Instant::now();
@@ -228,9 +237,13 @@ fn cases_2_and_3(lab: &Lab, rows: &mut Vec<CaseRow>) {
         ..Default::default()
     };
     let survivors = ["node1", "node2", "node3"];
-    let r2 = (|| -> anyhow::Result<Workload> {
-        let wl = Workload::start(lab, "c2", &survivors, INTERVAL_MS, FILE_SIZE)?;
-        wait_acks(lab, &wl, 0.0, 15, Duration::from_secs(60))?;
+    let wl = Workload {
+        tag: "c2".into(),
+        nodes: survivors.iter().map(|s| s.to_string()).collect(),
+    };
+    let r2 = (|| -> anyhow::Result<()> {
+        Workload::start(lab, &wl.tag, &survivors, INTERVAL_MS, FILE_SIZE)?;
+        wait_acks(lab, &wl, 0.0, 10, Duration::from_secs(60))?;
         let cut_at = now();
         lab.kill("node4")?;
         for n in survivors {
@@ -249,16 +262,14 @@ fn cases_2_and_3(lab: &Lab, rows: &mut Vec<CaseRow>) {
                 Ok(tasks.len() == 3 && tasks.iter().all(|n| n != "node4"))
             },
         )?;
-        wait_acks(lab, &wl, cut_at + 10.0, 15, Duration::from_secs(60))?;
+        wait_acks(lab, &wl, cut_at + 10.0, 10, Duration::from_secs(60))?;
         let acks = wl.attempts(lab)?;
         c2.stall_s = Some(write_stall(&acks, cut_at, now()));
-        check_data(lab, &acks, &survivors, &mut c2)?;
-        Ok(wl)
+        check_data(lab, &acks, &survivors, &mut c2)
     })();
-    let (wl, r2) = match r2 {
-        Ok(wl) => (Some(wl), Ok(())),
-        Err(e) => (None, Err(e)),
-    };
+    if r2.is_err() {
+        let _ = wl.stop(lab);
+    }
     finish(&mut c2, r2, t);
     let t = Instant::now();
     let r3 = (|| -> anyhow::Result<()> {
@@ -267,7 +278,6 @@ fn cases_2_and_3(lab: &Lab, rows: &mut Vec<CaseRow>) {
         wait_heal(lab, "node1")?;
         c3.heal_s = Some(back.elapsed().as_secs_f64());
         wait_healthy(lab, &NODES, FORM_TIMEOUT)?;
-        let wl = wl.ok_or_else(|| anyhow::anyhow!("case 2 failed, no workload to check"))?;
         wl.stop(lab)?;
         wait_heal(lab, "node1")?;
         let acks = wl.attempts(lab)?;
@@ -330,6 +340,8 @@ fn case_5(lab: &Lab, rows: &mut Vec<CaseRow>) {
         wait_heal(lab, "node1")?;
         check_data(lab, &wl.attempts(lab)?, &NODES, &mut row)
     })();
+    // Writers left running by a failed step stop here (idempotent).
+    let _ = stop_writers(lab, "c5");
     finish(&mut row, r, t);
     rows.push(row);
     rows.push(CaseRow {
@@ -386,6 +398,8 @@ fn case_7(lab: &Lab, rows: &mut Vec<CaseRow>) {
         wait_heal(lab, "node1")?;
         check_data(lab, &wl.attempts(lab)?, &NODES, &mut row)
     })();
+    // Writers left running by a failed step stop here (idempotent).
+    let _ = stop_writers(lab, "c7");
     finish(&mut row, r, t);
     rows.push(row);
 }

@@ -144,7 +144,7 @@ impl Workload {
                 n,
                 &format!(
                     "touch /var/log/fault-wl-{tag}.stop; for i in $(seq 450); do \
-                     pgrep -f 'fault-wl.py write {tag} ' >/dev/null || exit 0; sleep 0.2; done; \
+                     pgrep -f 'fault-wl[.]py write {tag} ' >/dev/null || exit 0; sleep 0.2; done; \
                      echo writer still running >&2; exit 1"
                 ),
             );

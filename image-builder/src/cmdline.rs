@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the cluster image from a Raspberry Pi OS image.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Show what an image holds: partitions, generation, boot files, cluster config (key redacted).
     Inspect(InspectArgs),
     /// Write an image to a card: only mapped blocks (bmap), verified by reading back.

@@ -13,7 +13,7 @@ fn main() {
     let cli = Cli::parse();
     image_builder::io::install_interrupt_cleanup();
     let result = match cli.command {
-        Command::Build(args) => run_build(args),
+        Command::Build(args) => run_build(*args),
         Command::Inspect(args) => image_builder::inspect::run(&args.path, args.json),
         Command::Flash(args) => image_builder::flash::run(&args),
     };

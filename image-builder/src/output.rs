@@ -20,13 +20,13 @@ pub struct Written {
     pub ranges: Vec<BlockRange>,
 }
 
-const ZEROS: [u8; 1 << 16] = [0u8; 1 << 16];
+static ZEROS: [u8; 1 << 16] = [0u8; 1 << 16];
 
 enum Sink<'a> {
     /// Raw output: the raw file is the output; only hash its content.
     Raw(Sha256),
     /// Compressed output into `dest`.
-    Encoded(Encoder<HashingWriter<std::io::BufWriter<&'a mut File>>>),
+    Encoded(Box<Encoder<HashingWriter<std::io::BufWriter<&'a mut File>>>>),
 }
 
 impl Sink<'_> {
@@ -67,13 +67,13 @@ pub fn write_output(
     let bar = io::progress_bar(image_size, "write", progress);
     let mut sink = match (format, dest) {
         (OutputFormat::Raw, _) | (_, None) => Sink::Raw(Sha256::new()),
-        (f, Some(d)) => Sink::Encoded(
+        (f, Some(d)) => Sink::Encoded(Box::new(
             io::encoder(
                 HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, d)),
                 f,
             )
             .ctx(|| "cannot start the compressor")?,
-        ),
+        )),
     };
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;

@@ -17,7 +17,7 @@ fn refused(base: &Path, out_dir: &Path, extra: &[&str], expect: &[&str]) -> Stri
         "--out".into(),
         out.display().to_string(),
     ];
-    if !extra.iter().any(|a| *a == "--agent") {
+    if !extra.contains(&"--agent") {
         let agent = fake_agent(out_dir.parent().unwrap(), 183);
         args.extend(["--agent".into(), agent.display().to_string()]);
     }

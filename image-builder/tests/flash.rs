@@ -106,7 +106,7 @@ fn flash_writes_mapped_blocks_and_verifies() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(s["verified"], true);
-        let image_len = std::fs::metadata(&raw).unwrap().len();
+        let image_len = std::fs::metadata(raw).unwrap().len();
         assert!(
             s["written_bytes"].as_u64().unwrap() < image_len / 10,
             "only mapped blocks are written"
@@ -194,8 +194,8 @@ fn flash_refuses_mounted_partition_small_and_root_devices() {
     assert!(!disks.is_empty());
     let src = run_ok(Command::new("findmnt").args(["-no", "SOURCE", "/"]));
     let src = src.trim();
-    if src.starts_with("/dev/") {
-        let sys = std::fs::canonicalize(format!("/sys/class/block/{}", &src[5..])).unwrap();
+    if let Some(name) = src.strip_prefix("/dev/") {
+        let sys = std::fs::canonicalize(format!("/sys/class/block/{name}")).unwrap();
         let whole = if sys.join("partition").exists() {
             format!(
                 "/dev/{}",

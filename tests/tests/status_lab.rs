@@ -12,7 +12,7 @@ mod status_util;
 use cluster_tests::lab::{require_root, wait_until};
 use firstboot_agent::api::model::Health;
 use status_util::*;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[test]
 fn status_shows_the_cluster_a_lost_node_and_its_return_with_no_secret() {
@@ -126,10 +126,20 @@ fn status_shows_the_cluster_a_lost_node_and_its_return_with_no_secret() {
         "node4 shown down and the cluster degraded on all survivors after {:?}",
         killed_at.elapsed()
     );
-    let s = status(&lab, "node1").unwrap();
-    assert_eq!(s.present_nodes, 3);
-    let events: Vec<&str> = s.events.iter().map(|e| e.kind.as_str()).collect();
-    assert!(events.contains(&"node-lost"), "{:?}", s.events);
+    // The event log and the present count are derived in the background (every 0.5 s): wait for them too.
+    wait_until(
+        Duration::from_secs(10),
+        "node1 to count 3 present nodes and log a node-lost event",
+        || {
+            let s = status(&lab, "node1")?;
+            let lost_logged = s.events.iter().any(|e| e.kind == "node-lost");
+            if s.present_nodes != 3 || !lost_logged {
+                anyhow::bail!("present {}, events {:?}", s.present_nodes, s.events);
+            }
+            Ok(true)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let table = lab.exec_ok("node2", &[agent, "status"]).unwrap();
     assert!(table.contains("DEGRADED, 3 of 4 nodes present"), "{table}");
 

@@ -435,13 +435,7 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
     use std::path::Path;
 
-    fn fixture(name: &str) -> String {
-        let path = format!(
-            "{}/tests/fixtures/gluster/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::gluster::test_fixture as fixture;
 
     fn interp(
         command: String,

@@ -118,3 +118,13 @@ impl GlusterError {
             .unwrap_or(false)
     }
 }
+
+/// Reads a captured `gluster --xml` output from `tests/fixtures/gluster/` (see its README for where each came from).
+#[cfg(test)]
+pub(crate) fn test_fixture(name: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/gluster/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

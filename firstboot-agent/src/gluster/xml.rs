@@ -493,13 +493,7 @@ pub fn parse_split_brain_count(xml: &str) -> Result<u64, XmlError> {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> String {
-        let path = format!(
-            "{}/tests/fixtures/gluster/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::gluster::test_fixture as fixture;
 
     #[test]
     fn pool_list_of_a_lone_node_is_itself() {

@@ -646,7 +646,7 @@ pub struct InstallReport {
 
 /// Installs the `.deb` files of `dir` that the system lacks (see [`plan`]): one `dpkg -i` of all of them (dpkg
 /// unpacks every package, then configures them in dependency order). A package dpkg could not take in that pass
-/// (e.g. a pre-dependency only configured later in the pass) is retried in a second pass after
+/// (e.g. a pre-dependency only configured later in the pass) is retried in up to two more passes, each after
 /// `dpkg --configure -a`. An interrupted earlier run is finished first (`dpkg --configure -a`).
 pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, PackagesError> {
     let paths = debs_in(dir);
@@ -678,7 +678,7 @@ pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, Pack
     }
     let mut todo = first.install.clone();
     let mut last_error = String::new();
-    for pass in 1..=2 {
+    for pass in 1..=3 {
         report.passes = pass;
         tracing::info!(
             "dpkg -i of {} packages from {} (pass {pass})",

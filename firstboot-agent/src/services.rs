@@ -23,6 +23,11 @@ pub const PACKAGES: &[&str] = &[
     "xfsprogs",
 ];
 
+/// Environment variable replacing the directories searched for the packages' programs (colon-separated).
+pub const BIN_DIRS_ENV: &str = "FIRSTBOOT_AGENT_BIN_DIRS";
+/// Environment variable replacing the `apt-get` program.
+pub const APT_GET_ENV: &str = "FIRSTBOOT_AGENT_APT_GET";
+
 /// Errors of `ensure_services`.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -98,7 +103,10 @@ pub struct ServiceOptions {
 }
 
 impl ServiceOptions {
-    /// Defaults for this system, with `packages_dir` from the config.
+    /// Defaults for this system, with `packages_dir` and `packages_archive` from the config.
+    /// `FIRSTBOOT_AGENT_BIN_DIRS` (colon-separated) and `FIRSTBOOT_AGENT_APT_GET`, when set, replace the
+    /// directories searched for the packages' programs and the apt-get program (tests of a node without the
+    /// packages on a machine that has them).
     pub fn for_config(config: &ClusterConfig) -> Self {
         let docker_socket = std::env::var("DOCKER_HOST")
             .ok()
@@ -106,22 +114,27 @@ impl ServiceOptions {
             .unwrap_or_else(|| PathBuf::from("/run/docker.sock"));
         ServiceOptions {
             manager: None,
-            bin_dirs: [
-                "/usr/local/sbin",
-                "/usr/local/bin",
-                "/usr/sbin",
-                "/usr/bin",
-                "/sbin",
-                "/bin",
-            ]
-            .iter()
-            .map(PathBuf::from)
-            .collect(),
+            bin_dirs: match std::env::var_os(BIN_DIRS_ENV).filter(|v| !v.is_empty()) {
+                Some(v) => std::env::split_paths(&v).collect(),
+                None => [
+                    "/usr/local/sbin",
+                    "/usr/local/bin",
+                    "/usr/sbin",
+                    "/usr/bin",
+                    "/sbin",
+                    "/bin",
+                ]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            },
             packages_dir: config.agent.packages_dir.clone(),
             packages_archive: config.agent.packages_archive.clone(),
             install: true,
             dpkg: crate::packages::DpkgTools::default(),
-            apt_get: "apt-get".into(),
+            apt_get: std::env::var_os(APT_GET_ENV)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| "apt-get".into(), PathBuf::from),
             systemctl: "systemctl".into(),
             gluster: "gluster".into(),
             glusterd_socket: "/run/glusterd.socket".into(),

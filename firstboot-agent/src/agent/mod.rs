@@ -122,7 +122,10 @@ pub async fn run(
     options: RunOptions,
 ) -> anyhow::Result<()> {
     let key = ClusterKey::new(&config.key_bytes());
-    let log = Arc::new(RwLock::new(PhaseLog::new(Phase::PreparingDisk, now_ms())));
+    let log = Arc::new(RwLock::new(PhaseLog::new(
+        Phase::InstallingPackages,
+        now_ms(),
+    )));
     let shared = Arc::new(Shared {
         status: RwLock::new(initial_status(&config, &identity)),
         summary: RwLock::new(NodeSummary::default()),
@@ -246,7 +249,7 @@ fn initial_status(config: &ClusterConfig, identity: &NodeIdentity) -> ClusterSta
         cluster_name: config.cluster.name.clone(),
         cluster_id: config.cluster.id.clone(),
         health: Health::Forming,
-        phase: Phase::PreparingDisk.as_str().into(),
+        phase: Phase::InstallingPackages.as_str().into(),
         detail: String::new(),
         this_node: identity.hostname.clone(),
         expected_nodes: config.cluster.nodes,
@@ -289,8 +292,80 @@ impl Agent {
         self.publish_status();
     }
 
-    /// Disk and services: before discovery, retried until they succeed.
+    /// The packages the cluster needs, before anything else: carried on the card (`agent.packages_archive`,
+    /// unpacked into `agent.packages_dir`), else with apt. While they cannot be installed (no network yet) the
+    /// detail says what it waits for and the attempt is repeated with a back-off (5 s doubling to 2 min).
+    /// The root filesystem is grown first (the disk steps up to root growth): Raspberry Pi OS's root partition
+    /// has only a few hundred MB free, the packages take about 100 MB unpacked plus 360 MB installed.
+    async fn install_packages(&mut self) {
+        let mut attempt = 0u32;
+        let mut root_grown = self.options.skip_disk;
+        loop {
+            let opts = crate::services::ServiceOptions::for_config(&self.config);
+            let missing = crate::services::missing_packages(&opts.bin_dirs);
+            if missing.is_empty() {
+                break;
+            }
+            if !root_grown {
+                self.set_detail("growing the root filesystem to make room for the packages".into());
+                let config = self.config.clone();
+                let opts = crate::disk::PrepareOptions {
+                    device: self.options.device.clone(),
+                    fstab: self.options.fstab.clone(),
+                    stop_after: Some(crate::disk::StopPoint::Root),
+                    ..Default::default()
+                };
+                let grown = tokio::task::spawn_blocking(move || {
+                    let store = crate::state::StateStore::open(&config.agent.state_dir)?;
+                    match crate::disk::prepare_disk(&config, &store, &opts) {
+                        Ok(_) | Err(crate::disk::DiskError::Stopped(_)) => Ok(()),
+                        Err(e) => Err(anyhow::Error::from(e)),
+                    }
+                })
+                .await;
+                match grown {
+                    Ok(Ok(())) => root_grown = true,
+                    // Not fatal here: the packages may still fit; the disk phase reports it again.
+                    Ok(Err(e)) => {
+                        tracing::warn!("growing the root filesystem before installing: {e:#}")
+                    }
+                    Err(e) => tracing::warn!("growing the root filesystem before installing: {e}"),
+                }
+            }
+            let source = match (&opts.packages_archive, &opts.packages_dir) {
+                (Some(a), _) if a.exists() => format!("the card ({})", a.display()),
+                (_, Some(d)) if !crate::packages::debs_in(d).is_empty() => {
+                    format!("the card ({})", d.display())
+                }
+                _ => "the network (apt-get)".to_string(),
+            };
+            self.set_detail(format!("installing {} from {source}", missing.join(", ")));
+            let result =
+                tokio::task::spawn_blocking(move || crate::services::ensure_packages(&opts)).await;
+            let error = match result {
+                Ok(Ok(installed)) => {
+                    tracing::info!("installed {installed:?}");
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("install task: {e}"),
+            };
+            let delay = package_retry_delay(attempt);
+            attempt += 1;
+            tracing::warn!("installing packages: {error}");
+            self.set_detail(format!(
+                "{error}; attempt {attempt}, next in {} s",
+                delay.as_secs()
+            ));
+            tokio::time::sleep(delay).await;
+        }
+        self.walk(Phase::PreparingDisk, "preparing the disk");
+        self.publish_status();
+    }
+
+    /// Packages, disk and services: before discovery, retried until they succeed.
     async fn prepare(&mut self) {
+        self.install_packages().await;
         loop {
             if self.options.skip_disk {
                 break;
@@ -847,6 +922,12 @@ impl Backoff {
             map.insert(key, (count, Instant::now() + delay));
         }
     }
+}
+
+/// How long to wait before installing packages again after failed attempt `attempt` (0-based): 5 s, doubling,
+/// at most 2 minutes.
+pub fn package_retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(5u64 << attempt.min(5)).min(Duration::from_secs(120))
 }
 
 /// Peer summaries fetched by the poller, with when they were fetched.

@@ -729,7 +729,7 @@ mod tests {
             "probing node2",
             &[rec("preparing-disk", 1000), rec("forming-pool", 3000)],
         );
-        assert_eq!((f.step, f.steps), (5, 9));
+        assert_eq!((f.step, f.steps), (6, 10));
         assert_eq!(f.duration_ms, None);
         assert_eq!(f.waiting_for, "probing node2");
         let f = formation_progress(
@@ -737,7 +737,7 @@ mod tests {
             "",
             &[rec("preparing-disk", 1000), rec("steady", 13500)],
         );
-        assert_eq!((f.step, f.duration_ms), (9, Some(12_500)));
+        assert_eq!((f.step, f.duration_ms), (10, Some(12_500)));
         assert_eq!(formation_progress("failed", "", &[]).step, 0);
     }
 

@@ -1,15 +1,15 @@
 //! The formation state machine: the phases a node goes through and which transitions are allowed.
 //!
 //! ```text
-//! PreparingDisk -> EnsuringServices -> Discovering -> Electing -> FormingPool -> CreatingVolume
+//! InstallingPackages -> PreparingDisk -> EnsuringServices -> Discovering -> Electing -> FormingPool -> CreatingVolume
 //!      -> Mounting -> FormingSwarm -> Steady
 //! ```
 //! - Forward: exactly one step at a time (a step whose real state is already done passes straight on, so after a
 //!   reboot a node walks the chain in well under a second without changing anything).
 //! - Back: from any phase to any earlier phase from `Discovering` on (repair: e.g. `Steady -> Mounting` when the
 //!   mount vanished, `Steady -> FormingPool` when this node was dropped from the pool).
-//! - Any phase may go to `Failed`; `Failed` may go back to `PreparingDisk`, `EnsuringServices` or `Discovering`
-//!   (retry after a back-off).
+//! - Any phase may go to `Failed`; `Failed` may go back to `InstallingPackages`, `PreparingDisk`,
+//!   `EnsuringServices` or `Discovering` (retry after a back-off).
 //!
 //! Every transition is logged and recorded with its time ([`PhaseLog`]) for the status page and the benchmark.
 
@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
+    /// Installing the packages the cluster needs (carried on the card, else with apt once the network allows);
+    /// passes straight on when they are installed.
+    InstallingPackages,
     /// Laying out and formatting the brick partition.
     PreparingDisk,
     /// Making sure glusterd and dockerd run.
@@ -44,7 +47,8 @@ pub enum Phase {
 
 impl Phase {
     /// The phases in formation order (without `Failed`).
-    pub const CHAIN: [Phase; 9] = [
+    pub const CHAIN: [Phase; 10] = [
+        Phase::InstallingPackages,
         Phase::PreparingDisk,
         Phase::EnsuringServices,
         Phase::Discovering,
@@ -59,6 +63,7 @@ impl Phase {
     /// Lower-case text, as announced and shown.
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::InstallingPackages => "installing-packages",
             Phase::PreparingDisk => "preparing-disk",
             Phase::EnsuringServices => "ensuring-services",
             Phase::Discovering => "discovering",
@@ -89,7 +94,10 @@ impl Phase {
         if self == Phase::Failed {
             return matches!(
                 to,
-                Phase::PreparingDisk | Phase::EnsuringServices | Phase::Discovering
+                Phase::InstallingPackages
+                    | Phase::PreparingDisk
+                    | Phase::EnsuringServices
+                    | Phase::Discovering
             );
         }
         if self.next() == Some(to) {
@@ -193,6 +201,8 @@ mod tests {
 
     #[test]
     fn forward_one_step_only() {
+        assert!(Phase::InstallingPackages.can_go_to(Phase::PreparingDisk));
+        assert!(!Phase::InstallingPackages.can_go_to(Phase::EnsuringServices));
         assert!(Phase::PreparingDisk.can_go_to(Phase::EnsuringServices));
         assert!(Phase::FormingSwarm.can_go_to(Phase::Steady));
         assert!(!Phase::Discovering.can_go_to(Phase::CreatingVolume));

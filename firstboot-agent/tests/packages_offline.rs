@@ -273,3 +273,35 @@ fn agent_without_packages_or_network_says_what_it_waits_for() {
     assert!(log.lines().all(|l| l == "update --error-on=any"), "{log}");
     drop(guard);
 }
+
+#[test]
+fn fetch_packages_fetches_what_the_agent_installs() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/fetch-packages");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("PACKAGES=("))
+        .expect("a PACKAGES=(...) line");
+    let listed: Vec<&str> = line
+        .trim_start_matches("PACKAGES=(")
+        .trim_end_matches(')')
+        .split_whitespace()
+        .collect();
+    for p in firstboot_agent::services::PACKAGES {
+        assert!(
+            listed.contains(p),
+            "ci/fetch-packages does not fetch {p}: {line}"
+        );
+    }
+    // Bad arguments are refused before apt runs.
+    let o = Command::new(&script)
+        .args(["--out", "/nonexistent/x", "--release", "jessie"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--release must be bookworm or trixie"),
+        "{err}"
+    );
+}

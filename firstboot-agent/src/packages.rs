@@ -264,10 +264,9 @@ pub fn read_tar(
             path.display()
         )))?;
         // Skip what `each` left, then the padding.
-        let rest = io::copy(&mut data, &mut io::sink())
+        io::copy(&mut data, &mut io::sink())
             .map_err(io_err(format!("reading {}", path.display())))?;
         if data.limit() > 0 {
-            let _ = rest;
             return Err(bad(format!(
                 "the archive ends inside {} (truncated?)",
                 member.name
@@ -426,6 +425,70 @@ pub struct Deb {
     pub version: String,
     /// Architecture (`arm64`, `all`, ...).
     pub architecture: String,
+    /// Package names in its `Depends` (every alternative, without versions or `:any`).
+    pub depends: Vec<String>,
+    /// Package names in its `Pre-Depends`.
+    pub pre_depends: Vec<String>,
+}
+
+/// The package names of a relationship field (`a (>= 1) | b, c:any`): every alternative, without version or
+/// architecture qualifier.
+pub fn relation_names(field: &str) -> Vec<String> {
+    field
+        .split([',', '|'])
+        .filter_map(|alt| alt.split_whitespace().next())
+        .map(|n| n.split(':').next().unwrap_or(n).to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Orders `debs` into `dpkg -i` stages. dpkg unpacks every file of one `dpkg -i` before it configures any, so a
+/// package whose `Pre-Depends` names another file of the same set (python3 -> python3-minimal ->
+/// python3.11-minimal) must come in a later call than that file and everything that file `Depends` on. Each
+/// package gets a rank: at least one more than any package pre-depending on it, at least that of any package
+/// depending on it; stages run from the highest rank down. Without such pre-dependencies there is one stage.
+pub fn stages(debs: &[Deb]) -> Vec<Vec<Deb>> {
+    let index: BTreeMap<&str, usize> = debs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.package.as_str(), i))
+        .collect();
+    // Edges from -> to with weight: pre-dependency 1, dependency 0.
+    let mut edges = Vec::new();
+    for (i, d) in debs.iter().enumerate() {
+        for (names, w) in [(&d.pre_depends, 1usize), (&d.depends, 0)] {
+            for n in names {
+                if let Some(&j) = index.get(n.as_str()) {
+                    if j != i {
+                        edges.push((i, j, w));
+                    }
+                }
+            }
+        }
+    }
+    let mut rank = vec![0usize; debs.len()];
+    // Longest paths by relaxation; a cycle through a pre-dependency cannot be ordered, so it stops growing.
+    for _ in 0..=debs.len() {
+        let mut changed = false;
+        for &(from, to, w) in &edges {
+            let r = (rank[from] + w).min(debs.len());
+            if r > rank[to] {
+                rank[to] = r;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut by_rank: BTreeMap<std::cmp::Reverse<usize>, Vec<Deb>> = BTreeMap::new();
+    for (d, r) in debs.iter().zip(rank) {
+        by_rank
+            .entry(std::cmp::Reverse(r))
+            .or_default()
+            .push(d.clone());
+    }
+    by_rank.into_values().collect()
 }
 
 /// A package as dpkg has it.
@@ -550,7 +613,13 @@ impl DpkgTools {
         let out = Command::new(&self.dpkg_deb)
             .arg("-f")
             .arg(path)
-            .args(["Package", "Version", "Architecture"])
+            .args([
+                "Package",
+                "Version",
+                "Architecture",
+                "Depends",
+                "Pre-Depends",
+            ])
             .output()
             .map_err(|e| PackagesError::BadDeb {
                 path: path.into(),
@@ -573,6 +642,8 @@ impl DpkgTools {
             package: field("Package:"),
             version: field("Version:"),
             architecture: field("Architecture:"),
+            depends: relation_names(&field("Depends:")),
+            pre_depends: relation_names(&field("Pre-Depends:")),
         };
         if deb.package.is_empty() || deb.version.is_empty() {
             return Err(PackagesError::BadDeb {
@@ -663,10 +734,11 @@ pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, Pack
         count,
         problem,
     };
-    // A run cut off by a power loss leaves packages unpacked but not configured.
-    tools
-        .run_dpkg(&["--configure", "-a"], &[])
-        .map_err(|e| fail(debs.len(), e))?;
+    // A run cut off by a power loss leaves packages unpacked but not configured. A failure here is only logged:
+    // the passes below retry what is still missing and report what stays so.
+    if let Err(e) = tools.run_dpkg(&["--configure", "-a"], &[]) {
+        tracing::warn!("finishing an earlier install: {e}");
+    }
     let first = plan(&debs, &tools.installed()?);
     report.skipped = first
         .skip
@@ -676,35 +748,51 @@ pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, Pack
     if first.install.is_empty() {
         return Ok(report);
     }
-    let mut todo = first.install.clone();
     let mut last_error = String::new();
-    for pass in 1..=3 {
-        report.passes = pass;
+    let staged = stages(&first.install);
+    let count = staged.len();
+    for (i, stage) in staged.iter().enumerate() {
+        report.passes += 1;
         tracing::info!(
-            "dpkg -i of {} packages from {} (pass {pass})",
+            "dpkg -i of {} packages from {} (stage {} of {count})",
+            stage.len(),
+            dir.display(),
+            i + 1
+        );
+        let files: Vec<&Deb> = stage.iter().collect();
+        if let Err(e) = tools.run_dpkg(&["-i", "--force-confdef", "--force-confold"], &files) {
+            // An early stage may hold packages that depend on later ones: configured at the end.
+            tracing::warn!("{e}");
+            last_error = e;
+        }
+    }
+    // Whatever is still missing (a pre-dependency the stages could not see, e.g. through a virtual package):
+    // configure what was unpacked, then up to two more passes of what is left.
+    let mut todo = plan(&first.install, &tools.installed()?).install;
+    for _ in 0..3 {
+        if todo.is_empty() {
+            last_error.clear();
+            break;
+        }
+        if let Err(e) = tools.run_dpkg(&["--configure", "-a"], &[]) {
+            last_error = format!("{last_error}; {e}");
+        }
+        todo = plan(&todo, &tools.installed()?).install;
+        if todo.is_empty() || report.passes >= count as u32 + 2 {
+            continue;
+        }
+        report.passes += 1;
+        tracing::info!(
+            "dpkg -i of {} packages from {} (retry)",
             todo.len(),
             dir.display()
         );
         let files: Vec<&Deb> = todo.iter().collect();
-        match tools.run_dpkg(&["-i", "--force-confdef", "--force-confold"], &files) {
-            Ok(()) => {
-                last_error.clear();
-                break;
-            }
-            Err(e) => {
-                tracing::warn!("{e}");
-                last_error = e;
-                // Configure what the pass unpacked, then retry only what is still missing.
-                if let Err(e) = tools.run_dpkg(&["--configure", "-a"], &[]) {
-                    last_error = format!("{last_error}; {e}");
-                }
-                todo = plan(&todo, &tools.installed()?).install;
-                if todo.is_empty() {
-                    last_error.clear();
-                    break;
-                }
-            }
+        if let Err(e) = tools.run_dpkg(&["-i", "--force-confdef", "--force-confold"], &files) {
+            tracing::warn!("{e}");
+            last_error = e;
         }
+        todo = plan(&todo, &tools.installed()?).install;
     }
     let after = tools.installed()?;
     let still = plan(&first.install, &after).install;
@@ -760,7 +848,68 @@ mod tests {
             package: name.into(),
             version: version.into(),
             architecture: arch.into(),
+            depends: Vec::new(),
+            pre_depends: Vec::new(),
         }
+    }
+
+    #[test]
+    fn relation_fields_give_package_names() {
+        assert_eq!(
+            relation_names(
+                "python3.11-minimal (>= 3.11.2-1~), libc6 (>= 2.34) | libc6.1, python3:any"
+            ),
+            ["python3.11-minimal", "libc6", "libc6.1", "python3"]
+        );
+        assert!(relation_names("").is_empty());
+    }
+
+    #[test]
+    fn pre_dependencies_and_what_they_need_go_in_earlier_stages() {
+        let mut d = |n: &str, dep: &[&str], pre: &[&str]| {
+            let mut x = deb(n, "1", "all");
+            x.depends = dep.iter().map(|s| s.to_string()).collect();
+            x.pre_depends = pre.iter().map(|s| s.to_string()).collect();
+            x
+        };
+        // The Debian python3 chain as it is in bookworm, plus a user of it and an unrelated package.
+        let debs = vec![
+            d("glusterfs-common", &["python3", "libgfapi0"], &[]),
+            d("libgfapi0", &[], &[]),
+            d("libpython3.11-minimal", &["libc6"], &[]),
+            d(
+                "python3",
+                &["python3.11", "libpython3-stdlib"],
+                &["python3-minimal"],
+            ),
+            d("python3-minimal", &[], &["python3.11-minimal"]),
+            d(
+                "python3.11-minimal",
+                &["libpython3.11-minimal", "libexpat1"],
+                &[],
+            ),
+            d("libexpat1", &[], &[]),
+            d("tini", &[], &[]),
+        ];
+        let st = stages(&debs);
+        let names: Vec<Vec<&str>> = st
+            .iter()
+            .map(|s| s.iter().map(|x| x.package.as_str()).collect())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                vec!["libpython3.11-minimal", "python3.11-minimal", "libexpat1"],
+                vec!["python3-minimal"],
+                vec!["glusterfs-common", "libgfapi0", "python3", "tini"],
+            ]
+        );
+        // No pre-dependency inside the set: one stage, every file.
+        let flat = vec![d("a", &["b"], &[]), d("b", &[], &["libc6"])];
+        assert_eq!(stages(&flat).len(), 1);
+        // A cycle through a pre-dependency still ends, and keeps every file.
+        let cyc = vec![d("x", &["y"], &[]), d("y", &[], &["x"])];
+        assert_eq!(stages(&cyc).iter().map(Vec::len).sum::<usize>(), 2);
     }
 
     #[test]

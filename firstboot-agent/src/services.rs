@@ -282,7 +282,8 @@ fn install(opts: &ServiceOptions, report: &mut ServicesReport) -> Result<(), Ser
     let mut apt_unreachable = None;
     if !still.is_empty() {
         tracing::info!("installing {still:?} with apt-get");
-        let mut args = vec!["install", "-y", "--no-install-recommends"];
+        // `--fix-broken`: a carried set that dpkg could only partly install left packages apt must complete.
+        let mut args = vec!["install", "-y", "--fix-broken", "--no-install-recommends"];
         args.extend(still.iter().map(String::as_str));
         // `--error-on=any`: a mirror that cannot be reached is an error, not a warning (apt >= 2.1).
         match run(&opts.apt_get, &["update", "--error-on=any"]) {

@@ -866,7 +866,7 @@ mod tests {
 
     #[test]
     fn pre_dependencies_and_what_they_need_go_in_earlier_stages() {
-        let mut d = |n: &str, dep: &[&str], pre: &[&str]| {
+        let d = |n: &str, dep: &[&str], pre: &[&str]| {
             let mut x = deb(n, "1", "all");
             x.depends = dep.iter().map(|s| s.to_string()).collect();
             x.pre_depends = pre.iter().map(|s| s.to_string()).collect();

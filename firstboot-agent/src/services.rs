@@ -592,9 +592,18 @@ mod tests {
             &format!(
                 "echo \"$@\" >> {0}/../dpkg.args; [ \"$1\" = -i ] || exit 0; \
                  for p in glusterd mount.glusterfs dockerd mkfs.xfs; do \
-                 printf '#!/bin/sh\\n' > {0}/$p; chmod +x {0}/$p; done",
+                 printf '#!/bin/sh\\n' > {0}/$p; chmod +x {0}/$p; done; \
+                 for f in \"$@\"; do case \"$f\" in *.deb) n=$(basename \"$f\" .deb); v=${{n#*_}}; \
+                 printf '%s\\t%s\\t%s\\tinstalled\\n' \"${{n%%_*}}\" \"${{n##*_}}\" \"${{v%_*}}\" \
+                 >> {0}/../dpkg.status;; esac; done",
                 bin
             ),
+        );
+        // dpkg-query reports what the fake dpkg installed.
+        o.dpkg.dpkg_query = script(
+            d.path(),
+            "dpkg-query",
+            &format!("cat {bin}/../dpkg.status 2>/dev/null; exit 0"),
         );
         let err = ensure_services(&o).unwrap_err();
         // Installed, but glusterd does not run here: that is the next error, and it says how it was checked.

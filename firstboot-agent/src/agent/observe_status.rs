@@ -915,7 +915,7 @@ mod tests {
             "matched by address when dockerd knows another host name"
         );
         assert_eq!(s.volume_detail.unwrap().heal_pending, Some(7));
-        assert_eq!(s.formation.step, 9);
+        assert_eq!(s.formation.step, 10);
         assert_eq!(s.events.len(), MAX_EVENTS);
     }
 }

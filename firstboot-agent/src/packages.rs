@@ -5,8 +5,8 @@
 //! directory) and records in the cluster config where it is (`agent.packages_archive`) and where the agent unpacks
 //! it (`agent.packages_dir`). At first boot the agent, once the root filesystem is grown, unpacks the archive into
 //! the root filesystem ([`unpack_carried`]), removes it from the boot partition, and installs the packages the
-//! system lacks with one `dpkg -i` ([`install_debs`]): dpkg unpacks them all and then configures them in dependency
-//! order. Packages already installed at the same or a newer version are left out, so a closure fetched for a plain
+//! system lacks with `dpkg -i` ([`install_debs`]): dpkg unpacks every file of a call and then configures them in
+//! dependency order; files other files pre-depend on go in an earlier call ([`stages`]). Packages already installed at the same or a newer version are left out, so a closure fetched for a plain
 //! Debian release never downgrades what the image has.
 //!
 //! The tar format here is POSIX ustar, plain files only, flat (no directories), written and read by this module
@@ -715,10 +715,9 @@ pub struct InstallReport {
     pub passes: u32,
 }
 
-/// Installs the `.deb` files of `dir` that the system lacks (see [`plan`]): one `dpkg -i` of all of them (dpkg
-/// unpacks every package, then configures them in dependency order). A package dpkg could not take in that pass
-/// (e.g. a pre-dependency only configured later in the pass) is retried in up to two more passes, each after
-/// `dpkg --configure -a`. An interrupted earlier run is finished first (`dpkg --configure -a`).
+/// Installs the `.deb` files of `dir` that the system lacks (see [`plan`]): one `dpkg -i` per stage (see
+/// [`stages`]; one stage unless files pre-depend on other files), then `dpkg --configure -a` and up to two more
+/// passes for anything still missing. An interrupted earlier run is finished first (`dpkg --configure -a`).
 pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, PackagesError> {
     let paths = debs_in(dir);
     let mut report = InstallReport::default();

@@ -251,7 +251,18 @@ pub fn verify(lab: &Lab, node: &str, acked: &[Attempt]) -> Result<Verification> 
 pub fn split_brain(lab: &Lab, node: &str, vol: &str) -> Result<u64> {
     let out = lab.exec_ok(
         node,
-        &["gluster", "volume", "heal", vol, "info", "split-brain"],
+        &[
+            "timeout",
+            "-k",
+            "5",
+            "120",
+            "gluster",
+            "volume",
+            "heal",
+            vol,
+            "info",
+            "split-brain",
+        ],
     )?;
     // A brick that is down prints `-`: it cannot be asked, it counts as 0 here (heal_pending catches it).
     sum_entries(
@@ -262,7 +273,13 @@ pub fn split_brain(lab: &Lab, node: &str, vol: &str) -> Result<u64> {
 
 /// Entries pending heal (`gluster volume heal VOL info`, summed over bricks); an error while a brick is unreachable.
 pub fn heal_pending(lab: &Lab, node: &str, vol: &str) -> Result<u64> {
-    let out = lab.exec_ok(node, &["gluster", "volume", "heal", vol, "info"])?;
+    // `timeout` signals its whole process group: glfsheal (the CLI's child) goes too.
+    let out = lab.exec_ok(
+        node,
+        &[
+            "timeout", "-k", "5", "60", "gluster", "volume", "heal", vol, "info",
+        ],
+    )?;
     if out.contains("Transport endpoint is not connected") {
         bail!("a brick is not connected: {out}");
     }

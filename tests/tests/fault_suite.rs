@@ -185,8 +185,19 @@ fn wait_heal(lab: &Lab, node: &str) -> anyhow::Result<f64> {
 /// Verifies every acknowledged write on every node in `on`, then split-brain and bricks (after heal) into `row`.
 fn check_data(lab: &Lab, acked: &[Attempt], on: &[&str], row: &mut CaseRow) -> anyhow::Result<()> {
     let mut problems = Vec::new();
-    for n in on {
-        let v = workload::verify(lab, n, acked)?;
+    // Every node reads at the same time (each read goes through its own FUSE client).
+    let results: Vec<anyhow::Result<workload::Verification>> = std::thread::scope(|s| {
+        let handles: Vec<_> = on
+            .iter()
+            .map(|n| s.spawn(move || workload::verify(lab, n, acked)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("verify thread"))
+            .collect()
+    });
+    for (n, v) in on.iter().zip(results) {
+        let v = v?;
         row.lost_bytes += v.lost_bytes;
         if !v.lost.is_empty() {
             problems.push(format!(

@@ -380,6 +380,9 @@ fn case_5(lab: &Lab, rows: &mut Vec<CaseRow>, name: &str, groups: &[&[&str]]) {
         wait_acks(lab, &wl, 0.0, 20, Duration::from_secs(60))?;
         let cut_at = now();
         lab.partition(groups)?;
+        // The rules are in force once `ci/lab partition` returns: a write that started before may still have
+        // reached every brick. The stall is counted from `cut_at`, the refusals from `split_at`.
+        let split_at = now();
         // The side with quorum keeps writing (after at most one ping-timeout).
         wait_until(
             Duration::from_secs(90),
@@ -401,7 +404,7 @@ fn case_5(lab: &Lab, rows: &mut Vec<CaseRow>, name: &str, groups: &[&[&str]]) {
                 let acks = wl.attempts(lab)?;
                 Ok(refused.iter().all(|n| {
                     acks.iter()
-                        .filter(|a| !a.ok && a.start > cut_at && written_by(a, &[n]))
+                        .filter(|a| !a.ok && a.start > split_at && written_by(a, &[n]))
                         .count()
                         >= 3
                 }))
@@ -410,7 +413,7 @@ fn case_5(lab: &Lab, rows: &mut Vec<CaseRow>, name: &str, groups: &[&[&str]]) {
         let acks = wl.attempts(lab)?;
         let wrongly: Vec<&Attempt> = acks
             .iter()
-            .filter(|a| a.ok && a.start > cut_at && written_by(a, refused))
+            .filter(|a| a.ok && a.start > split_at && written_by(a, refused))
             .collect();
         anyhow::ensure!(
             wrongly.is_empty(),

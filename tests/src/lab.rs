@@ -327,6 +327,31 @@ impl Lab {
         self.run_ok(&["heal", node]).map(drop)
     }
 
+    /// Splits the lab's network into `groups` (`ci/lab partition`): nodes of one group reach each other, frames
+    /// between groups are dropped on the bridge. Nodes named in no group keep reaching everyone. Replaces any
+    /// earlier partition. Example: `lab.partition(&[&["node1", "node2"], &["node3", "node4"]])` is 2|2.
+    pub fn partition(&self, groups: &[&[&str]]) -> Result<()> {
+        let args: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
+        let mut cmd = vec!["partition"];
+        cmd.extend(args.iter().map(String::as_str));
+        self.run_ok(&cmd).map(drop)
+    }
+
+    /// Ends a [`Lab::partition`]: every node reaches every node again (`ci/lab join`).
+    pub fn join(&self) -> Result<()> {
+        self.run_ok(&["join"]).map(drop)
+    }
+
+    /// Whether `from` can open a TCP connection to `to`'s glusterd (port 24007) within 2 s.
+    pub fn reaches(&self, from: &str, to: &str) -> Result<bool> {
+        let ip = self.ip(to)?;
+        let probe = format!("</dev/tcp/{ip}/24007");
+        Ok(self
+            .exec(from, &["timeout", "2", "bash", "-c", &probe])?
+            .status
+            .success())
+    }
+
     /// `node`'s IPv4 address.
     pub fn ip(&self, node: &str) -> Result<String> {
         Ok(self.run_ok(&["ip", node])?.trim().to_string())

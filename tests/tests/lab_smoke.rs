@@ -490,6 +490,52 @@ fn cut_is_a_dead_peer_for_gluster_and_heal_brings_it_back() -> anyhow::Result<()
 }
 
 /// The agent binary the lab would start (`FIRSTBOOT_AGENT_BIN`, else the workspace's debug build), if it has `run`.
+/// `ci/lab partition` splits the bridge into groups (2|2, then 1|3): a node reaches its own group only; `join`
+/// restores every path; `kill`/`start` during a partition keeps the restarted node in its group.
+#[test]
+fn partition_splits_the_network_into_groups_and_join_restores_it() -> anyhow::Result<()> {
+    if !require_root("partition_splits_the_network_into_groups_and_join_restores_it") {
+        return Ok(());
+    }
+    let lab = Lab::up(LabOptions::new(4).no_agent())?;
+    let nodes = ["node1", "node2", "node3", "node4"];
+    let matrix = |lab: &Lab| -> anyhow::Result<Vec<(usize, usize, bool)>> {
+        let mut m = Vec::new();
+        for (i, a) in nodes.iter().enumerate() {
+            for (j, b) in nodes.iter().enumerate() {
+                if i != j {
+                    m.push((i, j, lab.reaches(a, b)?));
+                }
+            }
+        }
+        Ok(m)
+    };
+    let expect = |group: &dyn Fn(usize) -> usize, m: &[(usize, usize, bool)], what: &str| {
+        for &(i, j, ok) in m {
+            assert_eq!(
+                ok,
+                group(i) == group(j),
+                "{what}: node{} -> node{} reachable={ok}",
+                i + 1,
+                j + 1
+            );
+        }
+    };
+    expect(&|_| 0, &matrix(&lab)?, "before");
+    lab.partition(&[&["node1", "node2"], &["node3", "node4"]])?;
+    expect(&|i| i / 2, &matrix(&lab)?, "2|2");
+    lab.partition(&[&["node1"], &["node2", "node3", "node4"]])?;
+    expect(&|i| usize::from(i > 0), &matrix(&lab)?, "1|3");
+    // A node restarted during the partition comes back inside its group.
+    lab.kill("node1")?;
+    lab.start("node1")?;
+    expect(&|i| usize::from(i > 0), &matrix(&lab)?, "1|3 after restart");
+    lab.join()?;
+    expect(&|_| 0, &matrix(&lab)?, "after join");
+    lab.down()?;
+    Ok(())
+}
+
 fn agent_with_run() -> Option<std::path::PathBuf> {
     let path = match std::env::var_os("FIRSTBOOT_AGENT_BIN") {
         Some(p) => std::path::PathBuf::from(p),

@@ -113,6 +113,7 @@ struct Agent {
     backoff: Backoff,
     swarm_task: Option<tokio::task::JoinHandle<()>>,
     announcement: Arc<RwLock<Announcement>>,
+    heal_kicker: HealKicker,
 }
 
 /// Runs the agent until the process is stopped.
@@ -178,6 +179,7 @@ pub async fn run(
         summaries: Arc::new(RwLock::new(BTreeMap::new())),
         backoff: Backoff::default(),
         swarm_task: None,
+        heal_kicker: HealKicker::default(),
         announcement: Arc::new(RwLock::new(Announcement {
             cluster_id: config.cluster.id.clone(),
             node_id: identity.node_id.clone(),
@@ -543,6 +545,26 @@ impl Agent {
             self.record_formation(&me);
         }
         let busy = !p.actions.is_empty() || !p.swarm_actions.is_empty() || p.phase != Phase::Steady;
+        if let Some(vol) = me.volume.as_ref().filter(|v| v.started) {
+            let connected: HashSet<String> = me
+                .pool
+                .iter()
+                .filter(|m| m.connected)
+                .map(|m| m.uuid.clone())
+                .collect();
+            if self
+                .heal_kicker
+                .due(&connected, p.pool_leader, Instant::now())
+            {
+                let (gluster, name) = (self.gluster.clone(), vol.name.clone());
+                tokio::spawn(async move {
+                    match gluster.heal_start(&name, false).await {
+                        Ok(()) => tracing::info!("asked the self-heal daemons to heal {name} now"),
+                        Err(e) => tracing::debug!("heal {name}: {e} (retried)"),
+                    }
+                });
+            }
+        }
         self.spawn_swarm_actions(p.swarm_actions).await;
         for action in p.actions {
             if !self.backoff.due(&action) {
@@ -658,6 +680,7 @@ impl Agent {
                     self.gluster.volume_set(&vol, "group", GROUP_NAME).await?
                 }
             },
+            Action::SetGlobalOption(k, v) => self.gluster.volume_set("all", k, v).await?,
             Action::StartVolume => match self.gluster.volume_start(&vol, false).await {
                 Err(e) if e.is_already() => {}
                 r => r?,
@@ -830,12 +853,19 @@ async fn read_gluster(
     (true, uuid, members, vol)
 }
 
+/// Whether the volume is mounted and working here (see [`mount::mount_counts`]): a Gluster mount that answers, or
+/// one that waits for a lost brick or for quorum while its FUSE client runs. Never judged by the pool being
+/// complete: a survivor of a lost peer keeps its mount and stays steady.
 async fn read_mount(mount_point: &std::path::Path) -> bool {
-    mount::is_mounted(mount_point).await
-        && mount::mount_entry(mount_point)
-            .ok()
-            .flatten()
-            .is_some_and(|m| m.fstype.contains("glusterfs"))
+    let health = mount::mount_health(mount_point, mount::STATFS_TIMEOUT).await;
+    let gluster = match &health {
+        mount::MountHealth::Answering { entry, .. }
+        | mount::MountHealth::NotAnswering { entry, .. } => entry.fstype.contains("glusterfs"),
+        mount::MountHealth::NotMounted => false,
+    };
+    let client = matches!(health, mount::MountHealth::NotAnswering { .. })
+        && mount::fuse_client_running(mount_point);
+    gluster && mount::mount_counts(&health, client)
 }
 
 async fn read_swarm(
@@ -897,6 +927,47 @@ async fn read_swarm(
         remote_addrs: vec![format!("{addr}:2377")],
     });
     (Some(brief), views, tokens)
+}
+
+/// When a pool member comes back (disconnected, then connected again), the pool leader asks the self-heal
+/// daemons to heal at once (`gluster volume heal VOL`) instead of waiting for their next index crawl, and asks
+/// again every [`HealKicker::EVERY`] for [`HealKicker::WINDOW`]: the returning node's brick starts some seconds
+/// after its glusterd reconnects, and glusterd refuses a heal until every self-heal daemon reaches every brick.
+#[derive(Debug, Default)]
+struct HealKicker {
+    /// Pool members connected at the previous tick (`None` before the first).
+    last: Option<HashSet<String>>,
+    /// Until when to keep asking, and when it last asked.
+    window: Option<(Instant, Option<Instant>)>,
+}
+
+impl HealKicker {
+    const WINDOW: Duration = Duration::from_secs(60);
+    const EVERY: Duration = Duration::from_secs(5);
+
+    /// Feeds this tick's connected pool members; returns whether to ask for a heal now.
+    fn due(&mut self, connected: &HashSet<String>, leader: bool, now: Instant) -> bool {
+        let returned = self
+            .last
+            .as_ref()
+            .is_some_and(|before| connected.iter().any(|u| !before.contains(u)));
+        self.last = Some(connected.clone());
+        if returned {
+            self.window = Some((now + Self::WINDOW, None));
+        }
+        let Some((until, asked)) = self.window else {
+            return false;
+        };
+        if now > until {
+            self.window = None;
+            return false;
+        }
+        if !leader || asked.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            return false;
+        }
+        self.window = Some((until, Some(now)));
+        true
+    }
 }
 
 /// Exponential back-off per failing action (250 ms doubling up to 15 s), so a step that keeps failing (an
@@ -1013,4 +1084,40 @@ async fn swarm_action(
         other => anyhow::bail!("{other:?} is not a Swarm action"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn heal_is_asked_for_when_a_member_returns_then_every_5_s_for_a_minute() {
+        let mut k = HealKicker::default();
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        assert!(
+            !k.due(&set(&["a", "b", "c", "d"]), true, s(0)),
+            "first reading"
+        );
+        assert!(
+            !k.due(&set(&["a", "b", "c"]), true, s(1)),
+            "a loss asks nothing"
+        );
+        assert!(k.due(&set(&["a", "b", "c", "d"]), true, s(2)), "d is back");
+        assert!(!k.due(&set(&["a", "b", "c", "d"]), true, s(3)));
+        assert!(k.due(&set(&["a", "b", "c", "d"]), true, s(8)));
+        assert!(
+            !k.due(&set(&["a", "b", "c", "d"]), true, s(70)),
+            "window over"
+        );
+        assert!(!k.due(&set(&["a", "b", "c", "d"]), true, s(80)));
+        // Not the pool leader: never asks.
+        let mut k = HealKicker::default();
+        k.due(&set(&["a"]), false, s(0));
+        assert!(!k.due(&set(&["a", "b"]), false, s(1)));
+    }
 }

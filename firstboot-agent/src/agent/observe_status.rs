@@ -460,11 +460,15 @@ async fn heal_loop(shared: Arc<Shared>, volume: String) {
             .volume
             .as_ref()
             .is_some_and(|v| v.status == "started" && v.replica > 1);
+        let mut pause = HEAL_PERIOD;
         let pending = if replicated {
             match gluster.heal_info(&volume).await {
                 Ok(h) => Some(h.total),
                 Err(e) => {
                     tracing::debug!("status page: heal info: {e}");
+                    // Each `heal info` is a whole Gluster client (glfsheal) walking the heal index: when it did
+                    // not finish, the bricks are busy (healing, loaded): ask less often.
+                    pause = HEAL_PERIOD * 6;
                     shared.observed.read().expect("observed lock").heal_pending
                 }
             }
@@ -472,7 +476,7 @@ async fn heal_loop(shared: Arc<Shared>, volume: String) {
             None
         };
         shared.observed.write().expect("observed lock").heal_pending = pending;
-        tokio::time::sleep(HEAL_PERIOD).await;
+        tokio::time::sleep(pause).await;
     }
 }
 

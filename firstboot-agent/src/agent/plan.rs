@@ -41,6 +41,25 @@ pub const VOLUME_OPTIONS: &[(&str, &str)] = &[
     ("network.ping-timeout", "5"),
     // Heal in the background as soon as a brick returns (the default, set explicitly so it is never lost).
     ("cluster.self-heal-daemon", "on"),
+    // How often the self-heal daemon crawls each brick's index of pending heals when nobody asks it to. Gluster's
+    // default is 600 s: entries missed by the crawl that starts when a brick comes back (written while the brick
+    // was still connecting, or whose heal failed once) waited up to 10 minutes. A crawl of an empty index is one
+    // readdir of an empty directory, so 10 s costs nothing measurable. Measured in the fault suite (issue 6).
+    ("cluster.heal-timeout", "10"),
+    // Files healed in parallel by each self-heal daemon (default 1). Heal after a return is many small files,
+    // each a few network round trips: 4 (a Pi 4 has 4 cores) heals them about that much sooner.
+    ("cluster.shd-max-threads", "4"),
+];
+
+/// Pool-wide options (`gluster volume set all KEY VALUE`), with the reason for each. `volume info` lists them
+/// among every volume's options, which is where the planner reads them back.
+pub const GLOBAL_OPTIONS: &[(&str, &str)] = &[
+    // Server quorum holds while at least half of the pool answers (Gluster's default is *more* than half). With 4
+    // nodes a 2|2 partition then keeps every brick running, and client quorum (`cluster.quorum-type auto`) lets
+    // only the half holding the volume's first brick write: one half writes, the other refuses (EROFS), never both,
+    // so no split-brain. With the default both halves stop their bricks and nobody can read or write. A single
+    // node cut off (1 of 4) is below half: its glusterd stops its brick, as before.
+    ("cluster.server-quorum-ratio", "50"),
 ];
 
 /// One thing to do.
@@ -60,6 +79,8 @@ pub enum Action {
     },
     /// Set these volume options (key, value) in one transaction.
     SetOptions(Vec<(String, String)>),
+    /// Set a pool-wide option (`gluster volume set all KEY VALUE`).
+    SetGlobalOption(String, String),
     /// Start the volume.
     StartVolume,
     /// Add a brick, raising the replica count.
@@ -329,6 +350,11 @@ pub fn plan(ctx: &Ctx) -> Plan {
         if !set.is_empty() {
             actions.push(Action::SetOptions(set));
         }
+        for (k, v) in GLOBAL_OPTIONS {
+            if vol.options.get(*k).map(String::as_str) != Some(*v) {
+                actions.push(Action::SetGlobalOption(k.to_string(), v.to_string()));
+            }
+        }
     }
     if !vol.started {
         if i_lead {
@@ -513,6 +539,7 @@ mod tests {
             started,
             options: VOLUME_OPTIONS
                 .iter()
+                .chain(GLOBAL_OPTIONS)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .chain([(
                     "auth.allow".to_string(),
@@ -782,5 +809,59 @@ mod tests {
         assert!(p.actions.iter().any(
             |a| matches!(a, Action::SetOptions(o) if o.iter().any(|(k, v)| k == "auth.allow" && v.contains("10.0.0.5")))
         ));
+    }
+
+    #[test]
+    fn survivor_of_a_lost_peer_stays_steady_and_keeps_its_mount() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        for n in nodes.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3, 4], true));
+            n.mounted = true;
+            n.swarm = Some(SwarmBrief {
+                cluster_id: "sw".into(),
+                node_id: format!("s-{}", n.node_id),
+                is_manager: false,
+                is_leader: false,
+                remote_managers: vec![],
+            });
+        }
+        // node 4 is power-cut: glusterd on node 2 sees it disconnected, its summary is gone.
+        let mut me = nodes[1].clone();
+        me.pool[3].connected = false;
+        let p = run(&me, &[nodes[0].clone(), nodes[2].clone()]);
+        assert_eq!(p.phase, Phase::Steady, "{}", p.detail);
+        assert!(
+            !p.actions.iter().any(|a| matches!(a, Action::Mount(_))),
+            "a working mount is never mounted again: {:?}",
+            p.actions
+        );
+    }
+
+    #[test]
+    fn existing_volume_gets_new_options_and_the_pool_wide_quorum_ratio() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        for n in nodes.iter_mut() {
+            let mut v = volume(&[1, 2, 3, 4], true);
+            // A volume made by an older agent: Gluster's defaults for heal, no pool-wide ratio.
+            v.options.remove("cluster.heal-timeout");
+            v.options.remove("cluster.shd-max-threads");
+            v.options.remove("cluster.server-quorum-ratio");
+            n.volume = Some(v);
+            n.mounted = true;
+        }
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(p.actions.contains(&Action::SetOptions(vec![
+            ("cluster.heal-timeout".into(), "10".into()),
+            ("cluster.shd-max-threads".into(), "4".into()),
+        ])));
+        assert!(p.actions.contains(&Action::SetGlobalOption(
+            "cluster.server-quorum-ratio".into(),
+            "50".into()
+        )));
+        // Only the pool leader reconciles.
+        let others = [nodes[0].clone(), nodes[2].clone(), nodes[3].clone()];
+        assert!(run(&nodes[1], &others).actions.is_empty());
     }
 }

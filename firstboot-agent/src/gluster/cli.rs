@@ -89,13 +89,31 @@ impl Gluster {
         full.extend_from_slice(args);
         let command = format!("{} {}", self.binary.display(), full.join(" "));
         tracing::debug!(%command, "running");
-        let child = Command::new(&self.binary)
-            .args(&full)
+        // In a process group of its own: `volume heal NAME info` runs glfsheal as a child of the CLI, and killing
+        // only the CLI on timeout left glfsheal running. Under load those orphans piled up (150 in one lab, each a
+        // full Gluster client locking heal entries) and starved the self-heal daemon.
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&full)
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = match tokio::time::timeout(timeout, child).await {
-            Err(_) => return Err(GlusterError::Timeout { command, timeout }),
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(source) => return Err(GlusterError::Spawn { command, source }),
+        };
+        let group = child.id();
+        let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Err(_) => {
+                if let Some(pgid) = group {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return Err(GlusterError::Timeout { command, timeout });
+            }
             Ok(Err(source)) => return Err(GlusterError::Spawn { command, source }),
             Ok(Ok(out)) => out,
         };
@@ -561,6 +579,45 @@ mod tests {
         assert!(matches!(e, GlusterError::Spawn { .. }), "{e:?}");
         assert!(e.to_string().contains("glusterfs-server"), "{e}");
         assert!(!g.is_responding().await);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_command_takes_its_children_along() {
+        // A stand-in for `gluster volume heal NAME info`, which runs glfsheal as its child.
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let bin = dir.path().join("gluster");
+        std::fs::write(
+            &bin,
+            format!(
+                "#!/bin/sh\nsleep 60 &\necho $! > {}\nwait\n",
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let g = Gluster::new()
+            .with_binary(&bin)
+            .with_timeout(Duration::from_secs(2));
+        let e = g.heal_info("shared").await.unwrap_err();
+        assert!(matches!(e, GlusterError::Timeout { .. }), "{e:?}");
+        let child: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Gone, or a zombie waiting for a parent that is gone too.
+        while std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .is_ok_and(|st| !st.contains(") Z "))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command's child {child} outlived the timeout"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Mounting the Gluster volume through FUSE (`mount -t glusterfs`), checking that it answers, and the fstab line
 //! that mounts it again at boot.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -249,7 +250,8 @@ fn backup_option(servers: &[String]) -> Option<String> {
 
 /// Mounts Gluster volume `volume` on `mountpoint` from the first of `servers`, the others given as
 /// `backup-volfile-servers`. Creates the mount point. Does nothing when the volume is already mounted there
-/// and answers; unmounts (lazily) and mounts again when it is mounted but hung. Refuses when something else is
+/// and answers, or does not answer while its FUSE client runs (see [`mount_counts`]); unmounts (lazily) and
+/// mounts again when its client is gone. Refuses when something else is
 /// mounted there. After mounting, checks that the mount answers within [`STATFS_TIMEOUT`].
 pub async fn mount_volume(
     servers: &[String],
@@ -273,6 +275,10 @@ pub async fn mount_volume(
         match mount_health(mountpoint, STATFS_TIMEOUT).await {
             MountHealth::Answering { .. } => return Ok(MountOutcome::AlreadyMounted),
             MountHealth::NotMounted => {}
+            MountHealth::NotAnswering { reason, .. } if fuse_client_running(mountpoint) => {
+                tracing::info!(mountpoint = %mountpoint.display(), %reason, "mount not answering but its client runs: kept");
+                return Ok(MountOutcome::AlreadyMounted);
+            }
             MountHealth::NotAnswering { reason, .. } => {
                 tracing::warn!(mountpoint = %mountpoint.display(), %reason, "mount not answering: mounting again");
                 unmount(mountpoint, true).await?;
@@ -358,6 +364,56 @@ pub async fn mount_health(mountpoint: &Path, timeout: Duration) -> MountHealth {
     }
 }
 
+/// Whether a process command line (`/proc/PID/cmdline`, NUL-separated) is the Gluster FUSE client serving
+/// `mountpoint`: the program is `glusterfs` and its last argument is the mount point.
+pub fn is_fuse_client_of(cmdline: &[u8], mountpoint: &Path) -> bool {
+    let args: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let (Some(prog), Some(last)) = (args.first(), args.last()) else {
+        return false;
+    };
+    let prog = Path::new(std::ffi::OsStr::from_bytes(prog));
+    prog.file_name().is_some_and(|n| n == "glusterfs")
+        && args.len() > 1
+        && lexical(Path::new(std::ffi::OsStr::from_bytes(last))) == lexical(mountpoint)
+}
+
+/// Whether the Gluster FUSE client process serving `mountpoint` still runs (looked up in `/proc`). A mount whose
+/// client runs but does not answer is waiting for a brick (`network.ping-timeout`) or for quorum and reconnects
+/// by itself; one whose client is gone answers "Transport endpoint is not connected" until it is mounted again.
+pub fn fuse_client_running(mountpoint: &Path) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| is_fuse_client_of(&c, mountpoint))
+}
+
+/// Whether a mount in state `health` counts as a working mount of the volume, `client_running` being
+/// [`fuse_client_running`] for it. A mount that answers works. A mount that does not answer while its FUSE client
+/// runs still counts: right after a peer is lost every call waits out `network.ping-timeout`, and on a node that
+/// lost quorum calls fail until the partition ends; the client recovers by itself in both cases, and mounting
+/// again would only stack a second mount on a working one. Only a mount whose client is gone (or no mount) needs
+/// mounting.
+pub fn mount_counts(health: &MountHealth, client_running: bool) -> bool {
+    match health {
+        MountHealth::Answering { .. } => true,
+        MountHealth::NotMounted => false,
+        MountHealth::NotAnswering { entry, .. } => {
+            entry.fstype.contains("glusterfs") && client_running
+        }
+    }
+}
+
 /// Unmounts `mountpoint` (`lazy`: detach now even when busy or hung). Succeeds when nothing is mounted there.
 pub async fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
     if mount_entry(mountpoint)?.is_none() {
@@ -438,6 +494,47 @@ pub fn ensure_fstab_entry(fstab: &Path, entry: &str) -> Result<bool, MountError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuse_client_is_recognised_by_program_and_mount_point() {
+        let cmd = b"/usr/sbin/glusterfs\0--process-name\0fuse\0--volfile-server=pc-1\0--volfile-id=/shared\0/mnt/shared\0";
+        assert!(is_fuse_client_of(cmd, Path::new("/mnt/shared")));
+        assert!(is_fuse_client_of(cmd, Path::new("/mnt/shared/")));
+        assert!(!is_fuse_client_of(cmd, Path::new("/mnt/other")));
+        // glusterfsd (a brick) and the self-heal daemon are not the mount's client.
+        let brick = b"/usr/sbin/glusterfsd\0-s\0pc-1\0/mnt/shared\0";
+        assert!(!is_fuse_client_of(brick, Path::new("/mnt/shared")));
+        assert!(!is_fuse_client_of(b"", Path::new("/mnt/shared")));
+        assert!(!is_fuse_client_of(
+            b"/usr/sbin/glusterfs\0",
+            Path::new("/mnt/shared")
+        ));
+    }
+
+    #[test]
+    fn a_hung_mount_counts_while_its_client_runs() {
+        let entry = MountEntry {
+            mountpoint: "/mnt/shared".into(),
+            fstype: "fuse.glusterfs".into(),
+            source: "pc-1:/shared".into(),
+        };
+        let hung = MountHealth::NotAnswering {
+            entry: entry.clone(),
+            reason: "statfs did not answer within 5s".into(),
+        };
+        assert!(
+            mount_counts(&hung, true),
+            "waiting out ping-timeout: keep it"
+        );
+        assert!(!mount_counts(&hung, false), "client gone: mount again");
+        assert!(!mount_counts(&MountHealth::NotMounted, true));
+        let ok = MountHealth::Answering {
+            entry,
+            total: 1,
+            available: 1,
+        };
+        assert!(mount_counts(&ok, false));
+    }
 
     #[test]
     fn mountinfo_of_a_gluster_fuse_mount() {

@@ -3,7 +3,8 @@
 //! With systemd (PID 1, `/run/systemd/system` exists) the units are checked with `systemctl is-active` and started
 //! with `systemctl enable --now`. Without systemd (the lab, where each node's daemons are started by the lab) the
 //! daemons are checked directly: glusterd answers `gluster --xml pool list` on its socket, dockerd answers
-//! `GET /_ping` on its socket. Missing packages are installed from `.deb` files carried on the boot partition
+//! `GET /_ping` on its socket, and a daemon that does not answer is started with the configured starter program
+//! (`agent.service_starter`, which the lab writes into each node's config) when there is one. Missing packages are installed from `.deb` files carried on the boot partition
 //! (`agent.packages_dir`) when there are any, else with `apt-get`; when neither works the error says so.
 
 use crate::config::ClusterConfig;
@@ -80,6 +81,8 @@ pub struct ServiceOptions {
     pub docker_socket: PathBuf,
     /// How long to wait for a service to come up after starting it.
     pub start_timeout: Duration,
+    /// Without systemd: the program run as `STARTER glusterd|dockerd` to start a daemon that does not answer.
+    pub starter: Option<PathBuf>,
 }
 
 impl ServiceOptions {
@@ -111,6 +114,7 @@ impl ServiceOptions {
             glusterd_socket: "/run/glusterd.socket".into(),
             docker_socket,
             start_timeout: Duration::from_secs(60),
+            starter: config.agent.service_starter.clone(),
         }
     }
 }
@@ -383,9 +387,19 @@ pub fn ensure_services(opts: &ServiceOptions) -> Result<ServicesReport, ServiceE
                 }
                 poll(opts.start_timeout, &*check)
             }
-            Manager::Direct => check().map_err(|e| {
-                format!("{e} (no systemd here to start it: start {name} first; in the lab the lab starts it)")
-            }),
+            Manager::Direct => match (check(), &opts.starter) {
+                (Ok(detail), _) => Ok(detail),
+                (Err(e), Some(starter)) => {
+                    tracing::warn!("{name} does not answer ({e}): starting it with {}", starter.display());
+                    run(starter, &[name]).and_then(|_| {
+                        started = true;
+                        poll(opts.start_timeout, &*check)
+                    })
+                }
+                (Err(e), None) => Err(format!(
+                    "{e} (no systemd here to start it and no agent.service_starter configured: start {name} first)"
+                )),
+            },
         };
         match result {
             Ok(detail) => report.services.push(ServiceStatus {
@@ -441,6 +455,7 @@ mod tests {
             glusterd_socket: dir.join("glusterd.socket"),
             docker_socket: dir.join("docker.sock"),
             start_timeout: Duration::from_secs(2),
+            starter: None,
         }
     }
 
@@ -533,6 +548,53 @@ mod tests {
             err.contains("dockerd") && err.contains("docker.sock"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_daemon_that_does_not_answer_is_started_with_the_configured_starter() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(d.path());
+        install_all(&o);
+        let marker = d.path().join("started");
+        o.starter = Some(script(
+            d.path(),
+            "starter",
+            &format!("echo \"$1\" >> {}", marker.display()),
+        ));
+        o.start_timeout = Duration::from_secs(20);
+        let _gl = UnixListener::bind(&o.glusterd_socket).unwrap();
+        // dockerd "starts" when the starter has run: its socket appears and answers.
+        let (sock, m) = (o.docker_socket.clone(), marker.clone());
+        let server = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !m.exists() {
+                assert!(Instant::now() < deadline, "the starter never ran");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let dock = UnixListener::bind(&sock).unwrap();
+            let (mut c, _) = dock.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = c.read(&mut buf).unwrap();
+            c.write_all(b"HTTP/1.0 200 OK\r\n\r\nOK").unwrap();
+        });
+        let report = ensure_services(&o).unwrap();
+        server.join().unwrap();
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "dockerd\n");
+        let started: Vec<(&str, bool)> = report
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.started))
+            .collect();
+        assert_eq!(started, [("glusterd", false), ("dockerd", true)]);
+    }
+
+    #[test]
+    fn without_systemd_or_starter_the_error_says_what_to_configure() {
+        let d = tempfile::tempdir().unwrap();
+        let o = opts(d.path());
+        install_all(&o);
+        let err = ensure_services(&o).unwrap_err().to_string();
+        assert!(err.contains("agent.service_starter"), "{err}");
     }
 
     #[test]

@@ -113,6 +113,10 @@ struct Agent {
     backoff: Backoff,
     swarm_task: Option<tokio::task::JoinHandle<()>>,
     announcement: Arc<RwLock<Announcement>>,
+    /// Since when each disconnected pool member (by Gluster UUID) has been seen disconnected, without a break.
+    pool_down_since: BTreeMap<String, Instant>,
+    /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
+    swarm_down_since: BTreeMap<String, Instant>,
 }
 
 /// Runs the agent until the process is stopped.
@@ -175,6 +179,8 @@ pub async fn run(
         summaries: Arc::new(RwLock::new(BTreeMap::new())),
         backoff: Backoff::default(),
         swarm_task: None,
+        pool_down_since: BTreeMap::new(),
+        swarm_down_since: BTreeMap::new(),
         announcement: Arc::new(RwLock::new(Announcement {
             cluster_id: config.cluster.id.clone(),
             node_id: identity.node_id.clone(),
@@ -451,6 +457,27 @@ impl Agent {
         let majority_timeout =
             self.started.elapsed() >= Duration::from_secs(self.config.agent.majority_wait_secs);
         let brick_path = self.config.brick_path().display().to_string();
+        let pool_down_secs = down_secs(
+            &mut self.pool_down_since,
+            me.pool
+                .iter()
+                .filter(|m| !m.connected)
+                .map(|m| m.uuid.clone()),
+        );
+        let swarm_down_secs = down_secs(
+            &mut self.swarm_down_since,
+            swarm_nodes
+                .iter()
+                .flatten()
+                .filter(|n| !n.ready)
+                .map(|n| n.id.clone()),
+        );
+        let known_addrs: BTreeMap<String, Ipv4Addr> = self
+            .peers
+            .all()
+            .into_iter()
+            .map(|p| (p.announcement.hostname, p.announcement.addr))
+            .collect();
         let p = plan::plan(&Ctx {
             me: &me,
             peers: &peers,
@@ -459,6 +486,10 @@ impl Agent {
             brick_path: &brick_path,
             swarm_nodes: swarm_nodes.as_deref(),
             probed_back: &self.probed_back,
+            grace_secs: self.config.agent.replace_grace_secs,
+            pool_down_secs: &pool_down_secs,
+            swarm_down_secs: &swarm_down_secs,
+            known_addrs: &known_addrs,
         });
         let before = self.phase();
         self.walk(p.phase, &p.detail);
@@ -485,8 +516,41 @@ impl Agent {
                 break;
             }
         }
+        self.forget_departed(&me);
         self.publish_status();
         busy
+    }
+
+    /// Forgets peers that have been silent for the grace period and are not in this node's pool (replaced and
+    /// detached, or never admitted), so the status page stops counting them; a node that returns announces
+    /// itself again and is back in the table.
+    fn forget_departed(&self, me: &NodeSummary) {
+        if !me.glusterd_ok || !plan::gluster_member(me) {
+            return;
+        }
+        let now = unix_now();
+        let grace = self.config.agent.replace_grace_secs as i64;
+        let in_pool: HashSet<&str> = me.pool.iter().map(|m| m.uuid.as_str()).collect();
+        for p in self.peers.all() {
+            if now - p.last_seen <= grace.max(PEER_DOWN_SECS) {
+                continue;
+            }
+            let id = &p.announcement.node_id;
+            let uuid = self
+                .summaries
+                .read()
+                .expect("summary cache lock")
+                .get(id)
+                .and_then(|(s, _)| s.gluster_uuid.clone());
+            if uuid.is_none_or(|u| !in_pool.contains(u.as_str())) {
+                tracing::info!(node = %id, host = %p.announcement.hostname, "forgetting a departed peer");
+                self.peers.remove(id);
+                self.summaries
+                    .write()
+                    .expect("summary cache lock")
+                    .remove(id);
+            }
+        }
     }
 
     /// Follows a changed LAN address (DHCP): peers learn it from the next signed announcement and rewrite their
@@ -587,6 +651,19 @@ impl Agent {
                 Err(e) if e.is_already() => {}
                 r => r?,
             },
+            Action::ReplaceBrick { old, new } => {
+                self.gluster.replace_brick(&vol, old, new).await?;
+                // Self-heal fills the new brick; a full heal makes sure it starts at once.
+                if let Err(e) = self.gluster.heal_start(&vol, true).await {
+                    tracing::warn!("starting a full heal after replace-brick: {e}");
+                }
+            }
+            Action::Detach(host) => {
+                if let Err(e) = self.gluster.peer_detach(host, false).await {
+                    tracing::info!("plain detach of {host} refused ({e}); detaching with force");
+                    self.gluster.peer_detach(host, true).await?;
+                }
+            }
             Action::AddBrick { replica, brick } => {
                 self.gluster
                     .add_brick(&vol, *replica, brick, self.options.force_bricks)
@@ -849,6 +926,24 @@ impl Backoff {
     }
 }
 
+/// Keeps `since` to the ids in `down` (first time seen down, kept while it stays down) and returns for how many
+/// whole seconds each has been down.
+fn down_secs(
+    since: &mut BTreeMap<String, Instant>,
+    down: impl Iterator<Item = String>,
+) -> BTreeMap<String, u64> {
+    let now = Instant::now();
+    let down: HashSet<String> = down.collect();
+    since.retain(|k, _| down.contains(k));
+    for k in down {
+        since.entry(k).or_insert(now);
+    }
+    since
+        .iter()
+        .map(|(k, t)| (k.clone(), now.duration_since(*t).as_secs()))
+        .collect()
+}
+
 /// Peer summaries fetched by the poller, with when they were fetched.
 type SummaryCache = Arc<RwLock<BTreeMap<String, (NodeSummary, Instant)>>>;
 
@@ -928,6 +1023,8 @@ async fn swarm_action(
                 .await?;
         }
         Action::Promote(id) => d.set_node_role(id, NodeRole::Manager).await?,
+        Action::Demote(id) => d.set_node_role(id, NodeRole::Worker).await?,
+        Action::RemoveNode(id) => d.remove_node(id, true).await?,
         Action::Label(id, value) => d.set_node_label(id, MOUNT_LABEL, value).await?,
         other => anyhow::bail!("{other:?} is not a Swarm action"),
     }

@@ -317,6 +317,38 @@ pub fn dockerd_alive(socket: &Path) -> Result<String, String> {
     }
 }
 
+/// The kernel setting that bounds how long a TCP connection with unacknowledged data to a dead host lives.
+pub const TCP_RETRIES2: &str = "/proc/sys/net/ipv4/tcp_retries2";
+/// The cluster's value of [`TCP_RETRIES2`]: about 100 s of retransmissions (RTO 0.2 s doubling) instead of
+/// Linux's 15 (about 15 min).
+///
+/// Why: a power-cut Pi never closes its connections. glusterd on a peer that had a request in flight to it keeps
+/// that connection (and the cluster-wide volume lock of the transaction) until TCP gives up, so for 15 minutes
+/// every `volume set`, `replace-brick` and `volume status` answers "Another transaction is in progress" (seen in
+/// the lab, fault case 6). Keep-alive does not help: it only probes idle connections. 8 is still far above any
+/// stall a loaded Pi on a LAN shows, so live peers are never dropped by it.
+pub const CLUSTER_TCP_RETRIES2: u32 = 8;
+
+/// Lowers `tcp_retries2` (file `path`, normally [`TCP_RETRIES2`]) to `max` when it is higher; returns the value in
+/// force. Per network namespace, so in the lab it tunes only the node's own network.
+pub fn limit_tcp_retries(path: &Path, max: u32) -> std::io::Result<u32> {
+    let now: u32 = std::fs::read_to_string(path)?.trim().parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    if now <= max {
+        return Ok(now);
+    }
+    std::fs::write(path, format!("{max}\n"))?;
+    tracing::info!(
+        "{}: {now} -> {max} (a dead peer's connections end after ~100 s)",
+        path.display()
+    );
+    Ok(max)
+}
+
 /// Polls `check` until it succeeds or `timeout` passes; returns the last result.
 fn poll(
     timeout: Duration,
@@ -369,6 +401,24 @@ pub fn ensure_services(opts: &ServiceOptions) -> Result<ServicesReport, ServiceE
             Box::new(|| dockerd_alive(&opts.docker_socket)),
         ),
     ];
+    // Without systemd, every daemon that does not answer is started first and then all are waited for, so two
+    // crashed daemons come back in the time of the slower one.
+    let mut launched: Vec<&str> = Vec::new();
+    if let (Manager::Direct, Some(starter)) = (manager, &opts.starter) {
+        for (name, _, check) in &services {
+            if let Err(e) = check() {
+                tracing::warn!(
+                    "{name} does not answer ({e}): starting it with {}",
+                    starter.display()
+                );
+                run(starter, &[name]).map_err(|detail| ServiceError::NotRunning {
+                    service: name.to_string(),
+                    detail,
+                })?;
+                launched.push(name);
+            }
+        }
+    }
     for (name, unit, check) in services {
         let mut started = false;
         let result = match manager {
@@ -387,19 +437,19 @@ pub fn ensure_services(opts: &ServiceOptions) -> Result<ServicesReport, ServiceE
                 }
                 poll(opts.start_timeout, &*check)
             }
-            Manager::Direct => match (check(), &opts.starter) {
-                (Ok(detail), _) => Ok(detail),
-                (Err(e), Some(starter)) => {
-                    tracing::warn!("{name} does not answer ({e}): starting it with {}", starter.display());
-                    run(starter, &[name]).and_then(|_| {
-                        started = true;
-                        poll(opts.start_timeout, &*check)
-                    })
+            Manager::Direct if launched.contains(&name) => {
+                started = true;
+                poll(opts.start_timeout, &*check)
+            }
+            Manager::Direct => check().map_err(|e| {
+                if opts.starter.is_some() {
+                    e
+                } else {
+                    format!(
+                        "{e} (no systemd here to start it and no agent.service_starter configured: start {name} first)"
+                    )
                 }
-                (Err(e), None) => Err(format!(
-                    "{e} (no systemd here to start it and no agent.service_starter configured: start {name} first)"
-                )),
-            },
+            }),
         };
         match result {
             Ok(detail) => report.services.push(ServiceStatus {
@@ -595,6 +645,18 @@ mod tests {
         install_all(&o);
         let err = ensure_services(&o).unwrap_err().to_string();
         assert!(err.contains("agent.service_starter"), "{err}");
+    }
+
+    #[test]
+    fn tcp_retries_are_lowered_never_raised() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tcp_retries2");
+        std::fs::write(&f, "15\n").unwrap();
+        assert_eq!(limit_tcp_retries(&f, 8).unwrap(), 8);
+        assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "8");
+        std::fs::write(&f, "5\n").unwrap();
+        assert_eq!(limit_tcp_retries(&f, 8).unwrap(), 5);
+        assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "5");
     }
 
     #[test]

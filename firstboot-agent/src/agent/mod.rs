@@ -325,6 +325,12 @@ impl Agent {
         }
         self.walk(Phase::EnsuringServices, "starting glusterd and dockerd");
         self.publish_status();
+        let retries = std::path::Path::new(crate::services::TCP_RETRIES2);
+        if let Err(e) =
+            crate::services::limit_tcp_retries(retries, crate::services::CLUSTER_TCP_RETRIES2)
+        {
+            tracing::warn!("cannot limit TCP retransmissions to dead peers: {e}");
+        }
         loop {
             self.kick_services().await;
             let gluster_ok = self.gluster.is_responding().await;

@@ -384,7 +384,7 @@ pub fn plan(ctx: &Ctx) -> Plan {
         let dead_members: Vec<&PoolMember> = me.pool.iter().filter(dead).collect();
         let dead_brick = vol.bricks.iter().find(|b| {
             b.split_once(':')
-                .is_some_and(|(h, _)| dead_members.iter().any(|m| m.hostname == h))
+                .is_some_and(|(h, _)| dead_members.iter().any(|m| known_as(ctx, m, h)))
         });
         let spare = usable
             .iter()
@@ -405,7 +405,7 @@ pub fn plan(ctx: &Ctx) -> Plan {
         // A dead member without a brick leaves the pool once the cluster is complete without it.
         if usable.len() as u32 >= ctx.expected {
             for m in &dead_members {
-                if !brick_hosts.contains(m.hostname.as_str()) {
+                if !brick_hosts.iter().any(|h| known_as(ctx, m, h)) {
                     actions.push(Action::Detach(m.hostname.clone()));
                 }
             }
@@ -435,6 +435,15 @@ pub fn plan(ctx: &Ctx) -> Plan {
     } else {
         done(Phase::Steady, "formed".into(), actions)
     }
+}
+
+/// Whether pool member `m` is the host `name` (as a brick names it): glusterd may list a member by its address
+/// while the volume names it by host name; the announcements tie the two.
+fn known_as(ctx: &Ctx, m: &PoolMember, name: &str) -> bool {
+    m.hostname == name
+        || m.hostname
+            .parse::<Ipv4Addr>()
+            .is_ok_and(|a| ctx.known_addrs.get(name) == Some(&a))
 }
 
 /// The addresses `auth.allow` should hold: exactly those of the pool's members (this node, the answering members
@@ -994,6 +1003,18 @@ mod tests {
         let (nodes, down) = with_dead_node4(Some(GRACE), true);
         let p = run_with(&nodes[0], &nodes[1..], &down, &BTreeMap::new());
         assert!(p.pool_leader);
+        // glusterd may list the dead member by its address: the announcements name it.
+        let mut by_addr = nodes.clone();
+        by_addr[0].pool[3].hostname = "10.0.0.4".into();
+        let known = BTreeMap::from([("pc-4".to_string(), Ipv4Addr::new(10, 0, 0, 4))]);
+        let q = run_with(&by_addr[0], &by_addr[1..], &down, &known);
+        assert!(
+            q.actions.contains(&Action::ReplaceBrick {
+                old: format!("pc-4:{BRICK}"),
+                new: format!("pc-5:{BRICK}"),
+            }),
+            "{q:?}"
+        );
         assert!(
             p.actions.contains(&Action::ReplaceBrick {
                 old: format!("pc-4:{BRICK}"),
@@ -1017,6 +1038,13 @@ mod tests {
         }
         let p = run_with(&after[0], &after[1..], &down, &BTreeMap::new());
         assert!(p.actions.contains(&Action::Detach("pc-4".into())), "{p:?}");
+        let mut by_addr = after.clone();
+        by_addr[0].pool[3].hostname = "10.0.0.4".into();
+        let q = run_with(&by_addr[0], &by_addr[1..], &down, &known);
+        assert!(
+            q.actions.contains(&Action::Detach("10.0.0.4".into())),
+            "{q:?}"
+        );
         assert!(!has(&p, |a| matches!(a, Action::ReplaceBrick { .. })));
     }
 

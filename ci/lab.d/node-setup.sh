@@ -131,7 +131,8 @@ hostname "$(cat /etc/hostname)"
 # /mnt that is not mounted yet. `nofail` semantics: a failure is logged, the boot goes on. Network filesystems
 # (glusterfs, _netdev) are mounted by ci/lab once the node's daemons answer.
 if [ "$FIRST_BOOT" = 0 ]; then
-  findmnt --fstab -n -r -o TARGET,FSTYPE,OPTIONS | while read -r target fstype options; do
+  # findmnt exits 1 when fstab lists nothing (a node without a brick yet): not an error.
+  { findmnt --fstab -n -r -o TARGET,FSTYPE,OPTIONS || true; } | while read -r target fstype options; do
     case "$target" in /srv/*|/mnt/*) ;; *) continue ;; esac
     case "$fstype,$options" in glusterfs,*|nfs*|*_netdev*) continue ;; esac
     mkdir -p "$target"

@@ -624,6 +624,18 @@ impl Agent {
         }));
     }
 
+    /// Asks for a full heal after a brick was added or replaced. glusterd refuses while the self-heal daemons
+    /// reconnect to the new brick or another transaction holds the volume: a few tries, 2 s apart.
+    async fn full_heal(&self, vol: &str) {
+        for attempt in 1..=8 {
+            match self.gluster.heal_start(vol, true).await {
+                Ok(()) => return,
+                Err(e) if attempt == 8 => tracing::warn!("full heal of {vol} not started: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+    }
+
     async fn execute(&mut self, action: &Action) -> anyhow::Result<()> {
         let vol = self.config.storage.volume_name.clone();
         match action {
@@ -660,9 +672,7 @@ impl Agent {
             Action::ReplaceBrick { old, new } => {
                 self.gluster.replace_brick(&vol, old, new).await?;
                 // Self-heal fills the new brick; a full heal makes sure it starts at once.
-                if let Err(e) = self.gluster.heal_start(&vol, true).await {
-                    tracing::warn!("starting a full heal after replace-brick: {e}");
-                }
+                self.full_heal(&vol).await;
             }
             Action::Detach(host) => {
                 if let Err(e) = self.gluster.peer_detach(host, false).await {
@@ -673,7 +683,9 @@ impl Agent {
             Action::AddBrick { replica, brick } => {
                 self.gluster
                     .add_brick(&vol, *replica, brick, self.options.force_bricks)
-                    .await?
+                    .await?;
+                // A raised replica count marks nothing pending for the new brick: only a full crawl fills it.
+                self.full_heal(&vol).await;
             }
             Action::Mount(servers) => {
                 let mp = self.config.storage.mount_point.clone();

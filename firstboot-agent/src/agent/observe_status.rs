@@ -461,10 +461,12 @@ async fn heal_loop(shared: Arc<Shared>, volume: String) {
             .as_ref()
             .is_some_and(|v| v.status == "started" && v.replica > 1);
         let pending = if replicated {
-            match gluster.heal_info(&volume).await {
-                Ok(h) => Some(h.total),
+            // heal-count, not heal info: no glfsheal client to hang and hold locks (see Gluster::heal_count).
+            match gluster.heal_count(&volume).await {
+                Ok(Some(n)) => Some(n),
+                Ok(None) => shared.observed.read().expect("observed lock").heal_pending,
                 Err(e) => {
-                    tracing::debug!("status page: heal info: {e}");
+                    tracing::debug!("status page: heal count: {e}");
                     shared.observed.read().expect("observed lock").heal_pending
                 }
             }

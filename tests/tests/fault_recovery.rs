@@ -272,7 +272,15 @@ fn check_data(lab: &Lab, acked: &[Attempt], row: &mut CaseRow) -> anyhow::Result
     if row.split_brain > 0 {
         problems.push(format!("{} split-brain entries", row.split_brain));
     }
-    let diffs = workload::brick_differences(lab, &NODES)?;
+    // heal-count reaching 0 does not end the full crawl that fills a new brick: give it time to converge.
+    let mut diffs = Vec::new();
+    let converged = wait_until(HEAL_TIMEOUT, "the bricks to hold the same files", || {
+        diffs = workload::brick_differences(lab, &NODES)?;
+        Ok(diffs.is_empty())
+    });
+    if converged.is_err() {
+        diffs = workload::brick_differences(lab, &NODES)?;
+    }
     row.brick_diffs = diffs.len();
     if !diffs.is_empty() {
         problems.push(format!("bricks differ: {:?}", &diffs[..diffs.len().min(5)]));
@@ -651,6 +659,33 @@ fn case_6(lab: &Lab, rows: &mut Vec<CaseRow>) {
     rows.push(row);
 }
 
+/// Keeps the lab's logs (agent, glusterd, ...) for a failed run: `ci/lab down` deletes the state directory.
+fn keep_logs(lab: &Lab, rows: &[CaseRow]) {
+    if rows.iter().all(|r| r.result.starts_with("PASS")) {
+        return;
+    }
+    let to = std::env::temp_dir().join(format!("fault-recovery-{}", lab.id()));
+    for n in NODES {
+        let dest = to.join(n);
+        let _ = std::fs::create_dir_all(&dest);
+        let node = lab.state_dir().join(n);
+        for (from, name) in [
+            (node.join("log"), "log"),
+            (node.join("fs/var-log.upper/glusterfs"), "glusterfs"),
+        ] {
+            let _ = std::process::Command::new("cp")
+                .args(["-a", "--"])
+                .arg(&from)
+                .arg(dest.join(name))
+                .status();
+        }
+    }
+    eprintln!(
+        "fault_recovery: logs of the failed run kept in {}",
+        to.display()
+    );
+}
+
 fn report(name: &str, t: Instant, rows: &[CaseRow]) {
     let table = render(rows);
     println!("\n{name} ({} s in all)\n{table}", t.elapsed().as_secs());
@@ -674,6 +709,7 @@ fn recovery_after_formation_faults() {
         case_7(&lab, &mut rows);
         case_6(&lab, &mut rows);
     }
+    keep_logs(&lab, &rows);
     lab.down().expect("lab down");
     report("fault recovery: cases 1a, 7, 6", t, &rows);
 }
@@ -687,6 +723,7 @@ fn formation_with_a_node_killed_in_the_pool() {
     let lab = lab_up();
     let mut rows = Vec::new();
     case_1b(&lab, &mut rows);
+    keep_logs(&lab, &rows);
     lab.down().expect("lab down");
     report("fault recovery: case 1b", t, &rows);
 }

@@ -127,7 +127,10 @@ pub struct AgentSection {
     /// Seconds to wait for all expected nodes before forming from a majority.
     #[serde(default = "default_majority_wait")]
     pub majority_wait_secs: u64,
-    /// Seconds a node may be dead before a fresh node may take its place.
+    /// Seconds a cluster member may be unreachable before it counts as dead. Only then does a fresh node that
+    /// appears take its place (its brick by replace-brick; the dead peer is detached and its Swarm node removed).
+    /// A member that comes back sooner only heals. The default (600 s) outlasts a reboot or a short power or
+    /// network outage of a Pi.
     #[serde(default = "default_replace_grace")]
     pub replace_grace_secs: u64,
     /// Directory holding .deb files to install offline, if the image carries them: the carried archive is
@@ -138,6 +141,11 @@ pub struct AgentSection {
     /// unpacked into `packages_dir` and removed at first boot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages_archive: Option<PathBuf>,
+    /// Only where systemd does not manage the system (the lab): a program the agent runs as `PROGRAM glusterd` or
+    /// `PROGRAM dockerd` to start that daemon when it stops answering. It must start the daemon in the background
+    /// and return. On a Pi this stays unset and the agent restarts the units with `systemctl`.
+    #[serde(default)]
+    pub service_starter: Option<PathBuf>,
 }
 
 impl Default for AgentSection {
@@ -150,6 +158,7 @@ impl Default for AgentSection {
             replace_grace_secs: default_replace_grace(),
             packages_dir: None,
             packages_archive: None,
+            service_starter: None,
         }
     }
 }
@@ -307,11 +316,16 @@ impl ClusterConfig {
                 format!("{vol:?} must be 1 to 64 letters, digits, '-' or '_'"),
             ));
         }
+        let starter = self.agent.service_starter.as_ref();
         for (key, p) in [
-            ("storage.brick_mount", &self.storage.brick_mount),
-            ("storage.mount_point", &self.storage.mount_point),
-            ("agent.state_dir", &self.agent.state_dir),
-        ] {
+            ("storage.brick_mount", Some(&self.storage.brick_mount)),
+            ("storage.mount_point", Some(&self.storage.mount_point)),
+            ("agent.state_dir", Some(&self.agent.state_dir)),
+            ("agent.service_starter", starter),
+        ]
+        .into_iter()
+        .filter_map(|(k, p)| p.map(|p| (k, p)))
+        {
             if !p.is_absolute() {
                 return Err(bad(
                     key,

@@ -204,6 +204,11 @@ impl PeerTable {
             .collect()
     }
 
+    /// Forgets a peer (a node replaced or gone for good); a later verified announcement adds it again.
+    pub fn remove(&self, node_id: &str) -> Option<Peer> {
+        self.peers.write().expect("peer table lock").remove(node_id)
+    }
+
     /// One peer by node id.
     pub fn get(&self, node_id: &str) -> Option<Peer> {
         self.peers

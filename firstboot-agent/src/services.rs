@@ -3,10 +3,11 @@
 //! With systemd (PID 1, `/run/systemd/system` exists) the units are checked with `systemctl is-active` and started
 //! with `systemctl enable --now`. Without systemd (the lab, where each node's daemons are started by the lab) the
 //! daemons are checked directly: glusterd answers `gluster --xml pool list` on its socket, dockerd answers
-//! `GET /_ping` on its socket. Missing packages are installed from `.deb` files carried on the card
-//! (`agent.packages_archive` unpacked into `agent.packages_dir`, see [`crate::packages`]) when there are any, else
-//! with `apt-get`; when neither works the error says so ([`ServiceError::WaitingForNetwork`] when apt could not
-//! reach its mirror, which the agent retries with a back-off).
+//! `GET /_ping` on its socket, and a daemon that does not answer is started with the configured starter program
+//! (`agent.service_starter`, which the lab writes into each node's config) when there is one. Missing packages are
+//! installed from `.deb` files carried on the card (`agent.packages_archive` unpacked into `agent.packages_dir`, see
+//! [`crate::packages`]) when there are any, else with `apt-get`; when neither works the error says so
+//! ([`ServiceError::WaitingForNetwork`] when apt could not reach its mirror, which the agent retries with a back-off).
 
 use crate::config::ClusterConfig;
 use std::io::{Read, Write};
@@ -100,6 +101,8 @@ pub struct ServiceOptions {
     pub docker_socket: PathBuf,
     /// How long to wait for a service to come up after starting it.
     pub start_timeout: Duration,
+    /// Without systemd: the program run as `STARTER glusterd|dockerd` to start a daemon that does not answer.
+    pub starter: Option<PathBuf>,
 }
 
 impl ServiceOptions {
@@ -140,6 +143,7 @@ impl ServiceOptions {
             glusterd_socket: "/run/glusterd.socket".into(),
             docker_socket,
             start_timeout: Duration::from_secs(60),
+            starter: config.agent.service_starter.clone(),
         }
     }
 }
@@ -367,6 +371,38 @@ pub fn dockerd_alive(socket: &Path) -> Result<String, String> {
     }
 }
 
+/// The kernel setting that bounds how long a TCP connection with unacknowledged data to a dead host lives.
+pub const TCP_RETRIES2: &str = "/proc/sys/net/ipv4/tcp_retries2";
+/// The cluster's value of [`TCP_RETRIES2`]: about 100 s of retransmissions (RTO 0.2 s doubling) instead of
+/// Linux's 15 (about 15 min).
+///
+/// Why: a power-cut Pi never closes its connections. glusterd on a peer that had a request in flight to it keeps
+/// that connection (and the cluster-wide volume lock of the transaction) until TCP gives up, so for 15 minutes
+/// every `volume set`, `replace-brick` and `volume status` answers "Another transaction is in progress" (seen in
+/// the lab, fault case 6). Keep-alive does not help: it only probes idle connections. 8 is still far above any
+/// stall a loaded Pi on a LAN shows, so live peers are never dropped by it.
+pub const CLUSTER_TCP_RETRIES2: u32 = 8;
+
+/// Lowers `tcp_retries2` (file `path`, normally [`TCP_RETRIES2`]) to `max` when it is higher; returns the value in
+/// force. Per network namespace, so in the lab it tunes only the node's own network.
+pub fn limit_tcp_retries(path: &Path, max: u32) -> std::io::Result<u32> {
+    let now: u32 = std::fs::read_to_string(path)?.trim().parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    if now <= max {
+        return Ok(now);
+    }
+    std::fs::write(path, format!("{max}\n"))?;
+    tracing::info!(
+        "{}: {now} -> {max} (a dead peer's connections end after ~100 s)",
+        path.display()
+    );
+    Ok(max)
+}
+
 /// Polls `check` until it succeeds or `timeout` passes; returns the last result.
 fn poll(
     timeout: Duration,
@@ -419,6 +455,24 @@ pub fn ensure_services(opts: &ServiceOptions) -> Result<ServicesReport, ServiceE
             Box::new(|| dockerd_alive(&opts.docker_socket)),
         ),
     ];
+    // Without systemd, every daemon that does not answer is started first and then all are waited for, so two
+    // crashed daemons come back in the time of the slower one.
+    let mut launched: Vec<&str> = Vec::new();
+    if let (Manager::Direct, Some(starter)) = (manager, &opts.starter) {
+        for (name, _, check) in &services {
+            if let Err(e) = check() {
+                tracing::warn!(
+                    "{name} does not answer ({e}): starting it with {}",
+                    starter.display()
+                );
+                run(starter, &[name]).map_err(|detail| ServiceError::NotRunning {
+                    service: name.to_string(),
+                    detail,
+                })?;
+                launched.push(name);
+            }
+        }
+    }
     for (name, unit, check) in services {
         let mut started = false;
         let result = match manager {
@@ -437,8 +491,18 @@ pub fn ensure_services(opts: &ServiceOptions) -> Result<ServicesReport, ServiceE
                 }
                 poll(opts.start_timeout, &*check)
             }
+            Manager::Direct if launched.contains(&name) => {
+                started = true;
+                poll(opts.start_timeout, &*check)
+            }
             Manager::Direct => check().map_err(|e| {
-                format!("{e} (no systemd here to start it: start {name} first; in the lab the lab starts it)")
+                if opts.starter.is_some() {
+                    e
+                } else {
+                    format!(
+                        "{e} (no systemd here to start it and no agent.service_starter configured: start {name} first)"
+                    )
+                }
             }),
         };
         match result {
@@ -504,6 +568,7 @@ mod tests {
             glusterd_socket: dir.join("glusterd.socket"),
             docker_socket: dir.join("docker.sock"),
             start_timeout: Duration::from_secs(2),
+            starter: None,
         }
     }
 
@@ -664,6 +729,65 @@ mod tests {
             err.contains("dockerd") && err.contains("docker.sock"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_daemon_that_does_not_answer_is_started_with_the_configured_starter() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(d.path());
+        install_all(&o);
+        let marker = d.path().join("started");
+        o.starter = Some(script(
+            d.path(),
+            "starter",
+            &format!("echo \"$1\" >> {}", marker.display()),
+        ));
+        o.start_timeout = Duration::from_secs(20);
+        let _gl = UnixListener::bind(&o.glusterd_socket).unwrap();
+        // dockerd "starts" when the starter has run: its socket appears and answers.
+        let (sock, m) = (o.docker_socket.clone(), marker.clone());
+        let server = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !m.exists() {
+                assert!(Instant::now() < deadline, "the starter never ran");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let dock = UnixListener::bind(&sock).unwrap();
+            let (mut c, _) = dock.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = c.read(&mut buf).unwrap();
+            c.write_all(b"HTTP/1.0 200 OK\r\n\r\nOK").unwrap();
+        });
+        let report = ensure_services(&o).unwrap();
+        server.join().unwrap();
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "dockerd\n");
+        let started: Vec<(&str, bool)> = report
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.started))
+            .collect();
+        assert_eq!(started, [("glusterd", false), ("dockerd", true)]);
+    }
+
+    #[test]
+    fn without_systemd_or_starter_the_error_says_what_to_configure() {
+        let d = tempfile::tempdir().unwrap();
+        let o = opts(d.path());
+        install_all(&o);
+        let err = ensure_services(&o).unwrap_err().to_string();
+        assert!(err.contains("agent.service_starter"), "{err}");
+    }
+
+    #[test]
+    fn tcp_retries_are_lowered_never_raised() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tcp_retries2");
+        std::fs::write(&f, "15\n").unwrap();
+        assert_eq!(limit_tcp_retries(&f, 8).unwrap(), 8);
+        assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "8");
+        std::fs::write(&f, "5\n").unwrap();
+        assert_eq!(limit_tcp_retries(&f, 8).unwrap(), 5);
+        assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "5");
     }
 
     #[test]

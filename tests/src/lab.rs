@@ -80,6 +80,8 @@ pub struct LabOptions {
     pub card_size: Option<String>,
     /// Every node starts with the host name `raspberrypi`, as fresh cards do (`--pi-hostnames`).
     pub pi_hostnames: bool,
+    /// `[agent]` config values set on every node (`--agent-set KEY=VALUE`), e.g. a short grace period.
+    pub agent_set: Vec<(String, String)>,
 }
 
 impl LabOptions {
@@ -93,7 +95,14 @@ impl LabOptions {
             no_agent: false,
             card_size: None,
             pi_hostnames: false,
+            agent_set: Vec::new(),
         }
+    }
+
+    /// With `key = value` in every node's `[agent]` config section (a number or true/false).
+    pub fn agent_set(mut self, key: &str, value: impl ToString) -> LabOptions {
+        self.agent_set.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Without the agent.
@@ -218,6 +227,9 @@ impl Lab {
         if opts.pi_hostnames {
             args.push("--pi-hostnames".into());
         }
+        for (k, v) in &opts.agent_set {
+            args.extend(["--agent-set".into(), format!("{k}={v}")]);
+        }
         let mut lab = Lab {
             id,
             nodes: opts.nodes,
@@ -315,6 +327,12 @@ impl Lab {
     /// Boots `node` again after [`Lab::kill`] and waits until its daemons answer.
     pub fn start(&self, node: &str) -> Result<()> {
         self.run_ok(&["start", node]).map(drop)
+    }
+
+    /// A fresh card in powered-off `node`: it boots as a new Pi (new identity and address, same cluster config)
+    /// and its agent starts; returns when its daemons answer.
+    pub fn replace(&self, node: &str) -> Result<()> {
+        self.run_ok(&["replace", node]).map(drop)
     }
 
     /// Pulls `node`'s network cable.

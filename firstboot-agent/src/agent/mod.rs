@@ -114,6 +114,10 @@ struct Agent {
     swarm_task: Option<tokio::task::JoinHandle<()>>,
     announcement: Arc<RwLock<Announcement>>,
     heal_kicker: HealKicker,
+    /// Since when each disconnected pool member (by Gluster UUID) has been seen disconnected, without a break.
+    pool_down_since: BTreeMap<String, Instant>,
+    /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
+    swarm_down_since: BTreeMap<String, Instant>,
 }
 
 /// Runs the agent until the process is stopped.
@@ -180,6 +184,8 @@ pub async fn run(
         backoff: Backoff::default(),
         swarm_task: None,
         heal_kicker: HealKicker::default(),
+        pool_down_since: BTreeMap::new(),
+        swarm_down_since: BTreeMap::new(),
         announcement: Arc::new(RwLock::new(Announcement {
             cluster_id: config.cluster.id.clone(),
             node_id: identity.node_id.clone(),
@@ -396,6 +402,12 @@ impl Agent {
         }
         self.walk(Phase::EnsuringServices, "starting glusterd and dockerd");
         self.publish_status();
+        let retries = std::path::Path::new(crate::services::TCP_RETRIES2);
+        if let Err(e) =
+            crate::services::limit_tcp_retries(retries, crate::services::CLUSTER_TCP_RETRIES2)
+        {
+            tracing::warn!("cannot limit TCP retransmissions to dead peers: {e}");
+        }
         loop {
             self.kick_services().await;
             let gluster_ok = self.gluster.is_responding().await;
@@ -528,6 +540,27 @@ impl Agent {
         let majority_timeout =
             self.started.elapsed() >= Duration::from_secs(self.config.agent.majority_wait_secs);
         let brick_path = self.config.brick_path().display().to_string();
+        let pool_down_secs = down_secs(
+            &mut self.pool_down_since,
+            me.pool
+                .iter()
+                .filter(|m| !m.connected)
+                .map(|m| m.uuid.clone()),
+        );
+        let swarm_down_secs = down_secs(
+            &mut self.swarm_down_since,
+            swarm_nodes
+                .iter()
+                .flatten()
+                .filter(|n| !n.ready)
+                .map(|n| n.id.clone()),
+        );
+        let known_addrs: BTreeMap<String, Ipv4Addr> = self
+            .peers
+            .all()
+            .into_iter()
+            .map(|p| (p.announcement.hostname, p.announcement.addr))
+            .collect();
         let p = plan::plan(&Ctx {
             me: &me,
             peers: &peers,
@@ -536,6 +569,10 @@ impl Agent {
             brick_path: &brick_path,
             swarm_nodes: swarm_nodes.as_deref(),
             probed_back: &self.probed_back,
+            grace_secs: self.config.agent.replace_grace_secs,
+            pool_down_secs: &pool_down_secs,
+            swarm_down_secs: &swarm_down_secs,
+            known_addrs: &known_addrs,
         });
         let before = self.phase();
         self.walk(p.phase, &p.detail);
@@ -582,8 +619,41 @@ impl Agent {
                 break;
             }
         }
+        self.forget_departed(&me);
         self.publish_status();
         busy
+    }
+
+    /// Forgets peers that have been silent for the grace period and are not in this node's pool (replaced and
+    /// detached, or never admitted), so the status page stops counting them; a node that returns announces
+    /// itself again and is back in the table.
+    fn forget_departed(&self, me: &NodeSummary) {
+        if !me.glusterd_ok || !plan::gluster_member(me) {
+            return;
+        }
+        let now = unix_now();
+        let grace = self.config.agent.replace_grace_secs as i64;
+        let in_pool: HashSet<&str> = me.pool.iter().map(|m| m.uuid.as_str()).collect();
+        for p in self.peers.all() {
+            if now - p.last_seen <= grace.max(PEER_DOWN_SECS) {
+                continue;
+            }
+            let id = &p.announcement.node_id;
+            let uuid = self
+                .summaries
+                .read()
+                .expect("summary cache lock")
+                .get(id)
+                .and_then(|(s, _)| s.gluster_uuid.clone());
+            if uuid.is_none_or(|u| !in_pool.contains(u.as_str())) {
+                tracing::info!(node = %id, host = %p.announcement.hostname, "forgetting a departed peer");
+                self.peers.remove(id);
+                self.summaries
+                    .write()
+                    .expect("summary cache lock")
+                    .remove(id);
+            }
+        }
     }
 
     /// Follows a changed LAN address (DHCP): peers learn it from the next signed announcement and rewrite their
@@ -651,6 +721,18 @@ impl Agent {
         }));
     }
 
+    /// Asks for a full heal after a brick was added or replaced. glusterd refuses while the self-heal daemons
+    /// reconnect to the new brick or another transaction holds the volume: a few tries, 2 s apart.
+    async fn full_heal(&self, vol: &str) {
+        for attempt in 1..=8 {
+            match self.gluster.heal_start(vol, true).await {
+                Ok(()) => return,
+                Err(e) if attempt == 8 => tracing::warn!("full heal of {vol} not started: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+    }
+
     async fn execute(&mut self, action: &Action) -> anyhow::Result<()> {
         let vol = self.config.storage.volume_name.clone();
         match action {
@@ -685,10 +767,23 @@ impl Agent {
                 Err(e) if e.is_already() => {}
                 r => r?,
             },
+            Action::ReplaceBrick { old, new } => {
+                self.gluster.replace_brick(&vol, old, new).await?;
+                // Self-heal fills the new brick; a full heal makes sure it starts at once.
+                self.full_heal(&vol).await;
+            }
+            Action::Detach(host) => {
+                if let Err(e) = self.gluster.peer_detach(host, false).await {
+                    tracing::info!("plain detach of {host} refused ({e}); detaching with force");
+                    self.gluster.peer_detach(host, true).await?;
+                }
+            }
             Action::AddBrick { replica, brick } => {
                 self.gluster
                     .add_brick(&vol, *replica, brick, self.options.force_bricks)
-                    .await?
+                    .await?;
+                // A raised replica count marks nothing pending for the new brick: only a full crawl fills it.
+                self.full_heal(&vol).await;
             }
             Action::Mount(servers) => {
                 let mp = self.config.storage.mount_point.clone();
@@ -1001,6 +1096,24 @@ pub fn package_retry_delay(attempt: u32) -> Duration {
     Duration::from_secs(5u64 << attempt.min(5)).min(Duration::from_secs(120))
 }
 
+/// Keeps `since` to the ids in `down` (first time seen down, kept while it stays down) and returns for how many
+/// whole seconds each has been down.
+fn down_secs(
+    since: &mut BTreeMap<String, Instant>,
+    down: impl Iterator<Item = String>,
+) -> BTreeMap<String, u64> {
+    let now = Instant::now();
+    let down: HashSet<String> = down.collect();
+    since.retain(|k, _| down.contains(k));
+    for k in down {
+        since.entry(k).or_insert(now);
+    }
+    since
+        .iter()
+        .map(|(k, t)| (k.clone(), now.duration_since(*t).as_secs()))
+        .collect()
+}
+
 /// Peer summaries fetched by the poller, with when they were fetched.
 type SummaryCache = Arc<RwLock<BTreeMap<String, (NodeSummary, Instant)>>>;
 
@@ -1080,6 +1193,8 @@ async fn swarm_action(
                 .await?;
         }
         Action::Promote(id) => d.set_node_role(id, NodeRole::Manager).await?,
+        Action::Demote(id) => d.set_node_role(id, NodeRole::Worker).await?,
+        Action::RemoveNode(id) => d.remove_node(id, true).await?,
         Action::Label(id, value) => d.set_node_label(id, MOUNT_LABEL, value).await?,
         other => anyhow::bail!("{other:?} is not a Swarm action"),
     }

@@ -462,12 +462,13 @@ async fn heal_loop(shared: Arc<Shared>, volume: String) {
             .is_some_and(|v| v.status == "started" && v.replica > 1);
         let mut pause = HEAL_PERIOD;
         let pending = if replicated {
-            match gluster.heal_info(&volume).await {
-                Ok(h) => Some(h.total),
+            // heal-count, not heal info: no glfsheal client to hang and hold locks (see Gluster::heal_count).
+            match gluster.heal_count(&volume).await {
+                Ok(Some(n)) => Some(n),
+                Ok(None) => shared.observed.read().expect("observed lock").heal_pending,
                 Err(e) => {
-                    tracing::debug!("status page: heal info: {e}");
-                    // Each `heal info` is a whole Gluster client (glfsheal) walking the heal index: when it did
-                    // not finish, the bricks are busy (healing, loaded): ask less often.
+                    tracing::debug!("status page: heal count: {e}");
+                    // The bricks did not answer in time (healing, loaded): ask less often.
                     pause = HEAL_PERIOD * 6;
                     shared.observed.read().expect("observed lock").heal_pending
                 }

@@ -7,20 +7,36 @@
 //! - **Pool leader**: among this node and the peers in its Gluster pool that answer, the smallest node id; before any
 //!   pool exists, the coordinator of [`super::election::decide`]. It probes nodes into the pool (at formation and
 //!   late nodes), creates and starts the volume once enough members are connected, keeps the volume options and
-//!   `auth.allow` right and gives late nodes a brick when the layout rule says so. Only the pool leader and only
+//!   `auth.allow` right (exactly the pool members' addresses) and gives late nodes a brick when the layout rule
+//!   says so. It also replaces dead members (see *Replacement* below). Only the pool leader and only
 //!   when no node answers as being in a swarm initialises the Swarm.
 //! - **Swarm leader** (dockerd's Raft leader): promotes workers until the wanted manager count and keeps the
 //!   `picluster.shared-volume` node label in step with each node's mount.
 //! - **Everyone**: mounts the started volume, joins the swarm as a worker through a manager peer (the token comes
 //!   from the manager's authenticated API).
 
+//!
+//! # Replacement
+//! A member is *dead* once it has been unreachable for `agent.replace_grace_secs` (the agent measures how long;
+//! an agent restart starts the clock again, which only delays a replacement). A member down for less than that
+//! is never touched: it heals when it returns. With a dead member:
+//! - Gluster (pool leader): when a connected, ready member holds no brick (a fresh card, admitted like any late
+//!   node), the dead member's brick is moved onto it (`replace-brick … commit force`, self-heal fills it); this
+//!   comes before raising the replica count for a late node. A dead member that holds no brick any more is
+//!   detached, but only once as many members answer as the cluster is built for, so a node that died during
+//!   formation (and never got a brick) keeps its place until a replacement is in.
+//! - Swarm (Swarm leader): once as many Swarm nodes are ready as the cluster is built for (the replacement has
+//!   joined), every Swarm node down for the grace period is removed: a worker at once (`node rm --force`), a
+//!   manager after a ready worker is promoted in its place and it is demoted (never fewer than the wanted
+//!   managers reachable).
+
 use super::election::{
     decide, desired_managers, late_brick_replica, plan_volume, Candidate, Decision,
 };
 use super::Phase;
-use crate::api::model::NodeSummary;
-use std::collections::{BTreeSet, HashSet};
-use std::net::IpAddr;
+use crate::api::model::{NodeSummary, PoolMember};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The Swarm node label that says whether the shared volume is mounted on a node.
 pub const MOUNT_LABEL: &str = "picluster.shared-volume";
@@ -101,8 +117,21 @@ pub enum Action {
         /// Join as a manager.
         manager: bool,
     },
+    /// Put the new brick in the place of the dead member's brick (`volume replace-brick VOL OLD NEW commit force`).
+    ReplaceBrick {
+        /// The dead member's brick `host:/path`.
+        old: String,
+        /// The brick `host:/path` on the member that takes its place.
+        new: String,
+    },
+    /// `gluster peer detach HOST` (with `force` when the plain detach is refused) of a dead member with no brick.
+    Detach(String),
     /// Promote a Swarm node (by Swarm node id) to manager.
     Promote(String),
+    /// Demote a dead Swarm manager (by Swarm node id) so it can be removed.
+    Demote(String),
+    /// Remove a dead Swarm node (by Swarm node id) from the swarm (`node rm --force`).
+    RemoveNode(String),
     /// Set the mount label of a Swarm node (id, value).
     Label(String, String),
 }
@@ -139,6 +168,14 @@ pub struct Ctx<'a> {
     pub swarm_nodes: Option<&'a [SwarmNodeView]>,
     /// Host names already probed back.
     pub probed_back: &'a HashSet<String>,
+    /// `agent.replace_grace_secs`: how long a member must be unreachable before it counts as dead.
+    pub grace_secs: u64,
+    /// For each Gluster pool member (by UUID) that is disconnected now: for how many seconds it has been.
+    pub pool_down_secs: &'a BTreeMap<String, u64>,
+    /// For each Swarm node (by Swarm node id) that is not ready now: for how many seconds it has been.
+    pub swarm_down_secs: &'a BTreeMap<String, u64>,
+    /// Last announced address of every node heard of, by host name (dead members included).
+    pub known_addrs: &'a BTreeMap<String, Ipv4Addr>,
 }
 
 /// The planner's answer.
@@ -325,23 +362,18 @@ pub fn plan(ctx: &Ctx) -> Plan {
             .filter(|(k, v)| vol.options.get(*k).map(String::as_str) != Some(*v))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut allow: BTreeSet<String> = vol
+        let current: BTreeSet<String> = vol
             .options
             .get("auth.allow")
             .map(|a| {
                 a.split(',')
                     .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty() && s != "*")
+                    .filter(|s| !s.is_empty())
                     .collect()
             })
             .unwrap_or_default();
-        let before = allow.clone();
-        for s in &members {
-            if let Some(a) = s.addr {
-                allow.insert(a.to_string());
-            }
-        }
-        if allow != before || !vol.options.contains_key("auth.allow") {
+        let allow = allowed_addresses(ctx, &members, &current);
+        if allow != current {
             set.push((
                 "auth.allow".into(),
                 allow.into_iter().collect::<Vec<_>>().join(","),
@@ -368,15 +400,40 @@ pub fn plan(ctx: &Ctx) -> Plan {
             .iter()
             .filter_map(|b| b.split_once(':').map(|(h, _)| h))
             .collect();
-        if let Some(new) = usable
+        let dead = |m: &&PoolMember| {
+            !m.connected
+                && ctx
+                    .pool_down_secs
+                    .get(&m.uuid)
+                    .is_some_and(|secs| *secs >= ctx.grace_secs)
+        };
+        let dead_members: Vec<&PoolMember> = me.pool.iter().filter(dead).collect();
+        let dead_brick = vol.bricks.iter().find(|b| {
+            b.split_once(':')
+                .is_some_and(|(h, _)| dead_members.iter().any(|m| known_as(ctx, m, h)))
+        });
+        let spare = usable
             .iter()
-            .find(|s| !brick_hosts.contains(s.hostname.as_str()))
-        {
+            .find(|s| !brick_hosts.contains(s.hostname.as_str()));
+        if let (Some(old), Some(new)) = (dead_brick, spare) {
+            actions.push(Action::ReplaceBrick {
+                old: old.clone(),
+                new: format!("{}:{}", new.hostname, ctx.brick_path),
+            });
+        } else if let Some(new) = spare.filter(|_| dead_brick.is_none()) {
             if let Some(replica) = late_brick_replica(vol.replica, vol.bricks.len()) {
                 actions.push(Action::AddBrick {
                     replica,
                     brick: format!("{}:{}", new.hostname, ctx.brick_path),
                 });
+            }
+        }
+        // A dead member without a brick leaves the pool once the cluster is complete without it.
+        if usable.len() as u32 >= ctx.expected {
+            for m in &dead_members {
+                if !brick_hosts.iter().any(|h| known_as(ctx, m, h)) {
+                    actions.push(Action::Detach(m.hostname.clone()));
+                }
             }
         }
     }
@@ -404,6 +461,56 @@ pub fn plan(ctx: &Ctx) -> Plan {
     } else {
         done(Phase::Steady, "formed".into(), actions)
     }
+}
+
+/// Whether pool member `m` is the host `name` (as a brick names it): glusterd may list a member by its address
+/// while the volume names it by host name; the announcements tie the two.
+fn known_as(ctx: &Ctx, m: &PoolMember, name: &str) -> bool {
+    m.hostname == name
+        || m.hostname
+            .parse::<Ipv4Addr>()
+            .is_ok_and(|a| ctx.known_addrs.get(name) == Some(&a))
+}
+
+/// The addresses `auth.allow` should hold: exactly those of the pool's members (this node, the answering members
+/// from their summaries, the others from their last announcement), so a node that leaves the pool loses access.
+/// When a member's address is unknown (e.g. the agent restarted while it is down) nothing is removed from
+/// `current`: a member is never locked out by the agent's own ignorance.
+fn allowed_addresses(
+    ctx: &Ctx,
+    members: &[&NodeSummary],
+    current: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let me = ctx.me;
+    let mut allow = BTreeSet::new();
+    let mut unknown = false;
+    for m in &me.pool {
+        let summary = members
+            .iter()
+            .find(|s| s.gluster_uuid.as_deref() == Some(m.uuid.as_str()));
+        let addr = summary
+            .and_then(|s| s.addr)
+            .or_else(|| ctx.known_addrs.get(&m.hostname).copied())
+            .or_else(|| m.hostname.parse().ok())
+            .or_else(|| {
+                (me.gluster_uuid.as_deref() == Some(m.uuid.as_str()))
+                    .then_some(me.addr)
+                    .flatten()
+            });
+        match addr {
+            Some(a) => {
+                allow.insert(a.to_string());
+            }
+            None => unknown = true,
+        }
+    }
+    if let Some(a) = me.addr {
+        allow.insert(a.to_string());
+    }
+    if unknown {
+        allow.extend(current.iter().filter(|s| *s != "*").cloned());
+    }
+    allow
 }
 
 /// The Swarm track, run beside the volume work once this node is in the pool: (joined, detail, actions).
@@ -451,13 +558,40 @@ fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, Stri
     };
     if sw.is_leader {
         if let Some(nodes) = ctx.swarm_nodes {
-            let want = desired_managers(nodes.len());
-            let have = nodes.iter().filter(|n| n.is_manager).count();
+            // Dead Swarm nodes are removed once the replacement has joined (as many ready as the cluster's size).
+            let ready = nodes.iter().filter(|n| n.ready).count();
+            let removing: Vec<&SwarmNodeView> = if ready as u32 >= ctx.expected {
+                nodes
+                    .iter()
+                    .filter(|n| {
+                        !n.ready
+                            && ctx
+                                .swarm_down_secs
+                                .get(&n.id)
+                                .is_some_and(|secs| *secs >= ctx.grace_secs)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let staying = nodes.len() - removing.len();
+            let want = desired_managers(staying);
+            let have = nodes
+                .iter()
+                .filter(|n| n.is_manager && !removing.iter().any(|r| r.id == n.id))
+                .count();
             let mut workers: Vec<&SwarmNodeView> =
                 nodes.iter().filter(|n| !n.is_manager && n.ready).collect();
             workers.sort_by(|a, b| a.hostname.cmp(&b.hostname));
             for w in workers.iter().take(want.saturating_sub(have)) {
                 actions.push(Action::Promote(w.id.clone()));
+            }
+            for r in &removing {
+                if !r.is_manager {
+                    actions.push(Action::RemoveNode(r.id.clone()));
+                } else if have >= want {
+                    actions.push(Action::Demote(r.id.clone()));
+                }
             }
             for n in nodes {
                 let summary = std::iter::once(me)
@@ -478,7 +612,7 @@ fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::model::{PoolMember, SwarmBrief, VolumeBrief};
+    use crate::api::model::{SwarmBrief, VolumeBrief};
     use std::net::Ipv4Addr;
 
     const BRICK: &str = "/srv/gluster/brick1/brick";
@@ -527,8 +661,14 @@ mod tests {
             brick_path: BRICK,
             swarm_nodes: None,
             probed_back: &HashSet::new(),
+            grace_secs: GRACE,
+            pool_down_secs: &BTreeMap::new(),
+            swarm_down_secs: &BTreeMap::new(),
+            known_addrs: &BTreeMap::new(),
         })
     }
+
+    const GRACE: u64 = 600;
 
     fn volume(bricks: &[u8], started: bool) -> VolumeBrief {
         VolumeBrief {
@@ -768,6 +908,10 @@ mod tests {
             brick_path: BRICK,
             swarm_nodes: Some(&views),
             probed_back: &HashSet::new(),
+            grace_secs: GRACE,
+            pool_down_secs: &BTreeMap::new(),
+            swarm_down_secs: &BTreeMap::new(),
+            known_addrs: &BTreeMap::new(),
         });
         assert_eq!(p.phase, Phase::Steady);
         assert_eq!(
@@ -809,6 +953,309 @@ mod tests {
         assert!(p.actions.iter().any(
             |a| matches!(a, Action::SetOptions(o) if o.iter().any(|(k, v)| k == "auth.allow" && v.contains("10.0.0.5")))
         ));
+    }
+
+    /// Pool [1..=4] plus a fresh node 5, volume on [1..=4], node 4 disconnected for `down` seconds.
+    fn with_dead_node4(
+        down: Option<u64>,
+        fresh: bool,
+    ) -> (Vec<NodeSummary>, BTreeMap<String, u64>) {
+        let names: Vec<u8> = if fresh {
+            vec![1, 2, 3, 4, 5]
+        } else {
+            vec![1, 2, 3, 4]
+        };
+        let mut nodes: Vec<NodeSummary> = names.iter().map(|i| node(*i)).collect();
+        pool(&mut nodes, &names);
+        for n in nodes.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3, 4], true));
+            n.mounted = true;
+            n.pool[3].connected = false;
+        }
+        nodes.remove(3);
+        let down = down
+            .map(|d| BTreeMap::from([("u4".to_string(), d)]))
+            .unwrap_or_default();
+        (nodes, down)
+    }
+
+    fn run_with(
+        me: &NodeSummary,
+        peers: &[NodeSummary],
+        pool_down: &BTreeMap<String, u64>,
+        known: &BTreeMap<String, Ipv4Addr>,
+    ) -> Plan {
+        plan(&Ctx {
+            me,
+            peers,
+            expected: 4,
+            majority_timeout: true,
+            brick_path: BRICK,
+            swarm_nodes: None,
+            probed_back: &HashSet::new(),
+            grace_secs: GRACE,
+            pool_down_secs: pool_down,
+            swarm_down_secs: &BTreeMap::new(),
+            known_addrs: known,
+        })
+    }
+
+    fn has(p: &Plan, f: impl Fn(&Action) -> bool) -> bool {
+        p.actions.iter().any(f)
+    }
+
+    #[test]
+    fn a_node_down_shorter_than_the_grace_period_is_never_replaced() {
+        let (nodes, down) = with_dead_node4(Some(GRACE - 1), true);
+        let p = run_with(&nodes[0], &nodes[1..], &down, &BTreeMap::new());
+        assert!(
+            !has(&p, |a| matches!(
+                a,
+                Action::ReplaceBrick { .. } | Action::Detach(_)
+            )),
+            "{p:?}"
+        );
+        // Nor is the fresh node given a brick by raising the replica (4 is the most).
+        assert!(!has(&p, |a| matches!(a, Action::AddBrick { .. })), "{p:?}");
+        // Unknown down time (e.g. just restarted) counts as not dead.
+        let p = run_with(&nodes[0], &nodes[1..], &BTreeMap::new(), &BTreeMap::new());
+        assert!(
+            !has(&p, |a| matches!(a, Action::ReplaceBrick { .. })),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_dead_node_is_replaced_by_a_fresh_one_then_detached() {
+        let (nodes, down) = with_dead_node4(Some(GRACE), true);
+        let p = run_with(&nodes[0], &nodes[1..], &down, &BTreeMap::new());
+        assert!(p.pool_leader);
+        // glusterd may list the dead member by its address: the announcements name it.
+        let mut by_addr = nodes.clone();
+        by_addr[0].pool[3].hostname = "10.0.0.4".into();
+        let known = BTreeMap::from([("pc-4".to_string(), Ipv4Addr::new(10, 0, 0, 4))]);
+        let q = run_with(&by_addr[0], &by_addr[1..], &down, &known);
+        assert!(
+            q.actions.contains(&Action::ReplaceBrick {
+                old: format!("pc-4:{BRICK}"),
+                new: format!("pc-5:{BRICK}"),
+            }),
+            "{q:?}"
+        );
+        assert!(
+            p.actions.contains(&Action::ReplaceBrick {
+                old: format!("pc-4:{BRICK}"),
+                new: format!("pc-5:{BRICK}"),
+            }),
+            "{p:?}"
+        );
+        // It still holds a brick: not detached yet. Only the leader acts.
+        assert!(!has(&p, |a| matches!(a, Action::Detach(_))));
+        let p = run_with(
+            &nodes[1],
+            &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
+            &down,
+            &BTreeMap::new(),
+        );
+        assert!(p.actions.is_empty(), "{p:?}");
+        // After the replace-brick: the dead node holds no brick and is detached.
+        let mut after = nodes.clone();
+        for n in after.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3, 5], true));
+        }
+        let p = run_with(&after[0], &after[1..], &down, &BTreeMap::new());
+        assert!(p.actions.contains(&Action::Detach("pc-4".into())), "{p:?}");
+        let mut by_addr = after.clone();
+        by_addr[0].pool[3].hostname = "10.0.0.4".into();
+        let q = run_with(&by_addr[0], &by_addr[1..], &down, &known);
+        assert!(
+            q.actions.contains(&Action::Detach("10.0.0.4".into())),
+            "{q:?}"
+        );
+        assert!(!has(&p, |a| matches!(a, Action::ReplaceBrick { .. })));
+    }
+
+    #[test]
+    fn a_dead_node_without_a_replacement_is_left_in_place() {
+        let (nodes, down) = with_dead_node4(Some(GRACE * 10), false);
+        let p = run_with(&nodes[0], &nodes[1..], &down, &BTreeMap::new());
+        assert!(
+            !has(&p, |a| matches!(
+                a,
+                Action::ReplaceBrick { .. } | Action::Detach(_)
+            )),
+            "{p:?}"
+        );
+        // A node that died during formation (in the pool, no brick) keeps its place while the cluster is short.
+        let mut three = nodes.clone();
+        for n in three.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3], true));
+        }
+        let p = run_with(&three[0], &three[1..], &down, &BTreeMap::new());
+        assert!(!has(&p, |a| matches!(a, Action::Detach(_))), "{p:?}");
+    }
+
+    #[test]
+    fn a_majority_forms_a_volume_of_the_present_nodes_after_the_wait() {
+        // Node 4 was probed into the pool, then died before the volume existed.
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        for n in nodes.iter_mut() {
+            n.pool[3].connected = false;
+        }
+        let p = run(&nodes[0], &nodes[1..3]);
+        assert_eq!(
+            p.phase,
+            Phase::FormingPool,
+            "waits before the majority wait is over"
+        );
+        let p = run_with(&nodes[0], &nodes[1..3], &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(
+            p.actions,
+            vec![Action::CreateVolume {
+                replica: 3,
+                bricks: (1..=3).map(|i| format!("pc-{i}:{BRICK}")).collect()
+            }]
+        );
+    }
+
+    #[test]
+    fn auth_allow_is_exactly_the_pool_members() {
+        // Node 4 dead but still in the pool: its last announced address stays allowed.
+        let (nodes, down) = with_dead_node4(Some(GRACE), true);
+        let known = BTreeMap::from([("pc-4".to_string(), Ipv4Addr::new(10, 0, 0, 4))]);
+        let allow = |p: &Plan| {
+            p.actions.iter().find_map(|a| match a {
+                Action::SetOptions(o) => o
+                    .iter()
+                    .find(|(k, _)| k == "auth.allow")
+                    .map(|(_, v)| v.clone()),
+                _ => None,
+            })
+        };
+        let p = run_with(&nodes[0], &nodes[1..], &down, &known);
+        assert_eq!(
+            allow(&p).as_deref(),
+            Some("10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5")
+        );
+        // Its address unknown (agent restarted): nothing is taken away, the new node is added.
+        let p = run_with(&nodes[0], &nodes[1..], &down, &BTreeMap::new());
+        assert_eq!(
+            allow(&p).as_deref(),
+            Some("10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5")
+        );
+        // Detached: its address goes.
+        let mut after = nodes.clone();
+        for n in after.iter_mut() {
+            n.pool.retain(|m| m.uuid != "u4");
+            n.volume = Some(volume(&[1, 2, 3, 5], true));
+            n.volume.as_mut().unwrap().options.insert(
+                "auth.allow".into(),
+                "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5".into(),
+            );
+        }
+        let p = run_with(&after[0], &after[1..], &BTreeMap::new(), &known);
+        assert_eq!(
+            allow(&p).as_deref(),
+            Some("10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.5")
+        );
+        // Once right, nothing more is set.
+        for n in after.iter_mut() {
+            n.volume.as_mut().unwrap().options.insert(
+                "auth.allow".into(),
+                "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.5".into(),
+            );
+        }
+        let p = run_with(&after[0], &after[1..], &BTreeMap::new(), &known);
+        assert_eq!(allow(&p), None);
+    }
+
+    #[test]
+    fn swarm_leader_removes_a_dead_manager_only_after_its_replacement_is_in() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.volume = Some(volume(&[1, 2, 3, 4], true));
+            n.mounted = true;
+            n.swarm = Some(SwarmBrief {
+                cluster_id: "sw".into(),
+                node_id: format!("s{}", i + 1),
+                is_manager: i < 3,
+                is_leader: i == 0,
+                remote_managers: vec![],
+            });
+        }
+        // s2 (a manager) is dead; s5 is the fresh node, joined as a worker.
+        let view = |i: u8, manager: bool, ready: bool| SwarmNodeView {
+            id: format!("s{i}"),
+            hostname: format!("pc-{i}"),
+            is_manager: manager,
+            ready,
+            mount_label: Some("mounted".into()),
+        };
+        let swarm_plan = |views: &[SwarmNodeView], down: u64| {
+            let down = BTreeMap::from([("s2".to_string(), down)]);
+            plan(&Ctx {
+                me: &nodes[0],
+                peers: &nodes[1..],
+                expected: 4,
+                majority_timeout: false,
+                brick_path: BRICK,
+                swarm_nodes: Some(views),
+                probed_back: &HashSet::new(),
+                grace_secs: GRACE,
+                pool_down_secs: &BTreeMap::new(),
+                swarm_down_secs: &down,
+                known_addrs: &BTreeMap::new(),
+            })
+            .swarm_actions
+        };
+        let before = [
+            view(1, true, true),
+            view(2, true, false),
+            view(3, true, true),
+            view(4, false, true),
+        ];
+        // No replacement yet (3 ready of 4): nothing, however long it is down; no extra manager either.
+        assert!(swarm_plan(&before, GRACE * 10).is_empty());
+        let joined = [
+            view(1, true, true),
+            view(2, true, false),
+            view(3, true, true),
+            view(4, false, true),
+            view(5, false, true),
+        ];
+        // Down shorter than the grace period: left alone.
+        assert!(swarm_plan(&joined, GRACE - 1).is_empty());
+        // Dead and replaced: first a worker is promoted in its place (never fewer than 3 reachable managers)...
+        assert_eq!(
+            swarm_plan(&joined, GRACE),
+            vec![Action::Promote("s4".into())]
+        );
+        // ... then the dead manager is demoted ...
+        let promoted = [
+            view(1, true, true),
+            view(2, true, false),
+            view(3, true, true),
+            view(4, true, true),
+            view(5, false, true),
+        ];
+        assert_eq!(
+            swarm_plan(&promoted, GRACE),
+            vec![Action::Demote("s2".into())]
+        );
+        // ... and removed.
+        let demoted = [
+            view(1, true, true),
+            view(2, false, false),
+            view(3, true, true),
+            view(4, true, true),
+            view(5, false, true),
+        ];
+        assert_eq!(
+            swarm_plan(&demoted, GRACE),
+            vec![Action::RemoveNode("s2".into())]
+        );
     }
 
     #[test]

@@ -250,6 +250,17 @@ impl Gluster {
         xml::parse_heal_info(&out).map_err(|e| parse_error(&cmd, e))
     }
 
+    /// Entries waiting to be healed, summed over the bricks, from each brick's own index count
+    /// (`volume heal NAME statistics heal-count`). Unlike [`Gluster::heal_info`] it starts no `glfsheal` client:
+    /// that client locks every entry it inspects, and when the CLI times out it is left running (seen hung by
+    /// the dozen in the loaded lab, holding locks self-heal needed). `None` for a brick that did not answer.
+    pub async fn heal_count(&self, name: &str) -> Result<Option<u64>, GlusterError> {
+        let out = self
+            .run_text(&["volume", "heal", name, "statistics", "heal-count"])
+            .await?;
+        Ok(parse_heal_count(&out))
+    }
+
     /// Number of entries in split-brain (`volume heal NAME info split-brain`).
     pub async fn heal_split_brain(&self, name: &str) -> Result<u64, GlusterError> {
         let cmd = ["volume", "heal", name, "info", "split-brain"];
@@ -341,6 +352,21 @@ impl Gluster {
         .await
         .is_ok()
     }
+}
+
+/// Sums the `Number of entries: N` lines of `statistics heal-count` output; `None` when a brick printed none
+/// (it is down) or a count is unreadable.
+pub fn parse_heal_count(out: &str) -> Option<u64> {
+    let bricks = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Brick "))
+        .count();
+    let counts: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Number of entries:"))
+        .map(|n| n.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    (bricks > 0 && counts.len() == bricks).then(|| counts.iter().sum())
 }
 
 fn parse_error(args: &[&str], e: xml::XmlError) -> GlusterError {
@@ -449,6 +475,16 @@ fn complete_status(status: VolumeStatus, info: &VolumeInfo) -> VolumeStatus {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn heal_count_sums_bricks_and_notices_a_silent_one() {
+        let ok =
+            "Gathering count of entries to be healed on volume shared has been successful \n\n\
+                  Brick a:/b\nNumber of entries: 3\n\nBrick c:/b\nNumber of entries: 0\n";
+        assert_eq!(super::parse_heal_count(ok), Some(3));
+        let down = "Brick a:/b\nNumber of entries: 3\n\nBrick c:/b\nStatus: Transport endpoint is not connected\n";
+        assert_eq!(super::parse_heal_count(down), None);
+    }
+
     use super::*;
     use std::os::unix::process::ExitStatusExt;
     use std::path::Path;

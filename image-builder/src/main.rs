@@ -154,6 +154,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         key_out: args.key_out,
         key_file: args.key_file,
         force: args.force,
+        compression_level: args.compression_level,
         progress: !args.json,
     };
     let summary = build::build(&opts)?;

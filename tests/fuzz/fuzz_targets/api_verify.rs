@@ -29,7 +29,10 @@ fuzz_target!(|i: Input| {
             body.push(1);
         }
         let r = v.verify_request_at(&i.method, &i.path, &body, &p, i.now);
-        let in_window = i.now.checked_sub(ts).and_then(i64::checked_abs)
+        let in_window = i
+            .now
+            .checked_sub(ts)
+            .and_then(i64::checked_abs)
             .is_some_and(|d| d <= MAX_SKEW_SECS);
         match (&r, tamper, in_window) {
             (Ok(()), false, true) => {
@@ -39,7 +42,10 @@ fuzz_target!(|i: Input| {
                 );
             }
             (Err(_), true, _) | (Err(_), _, false) => {}
-            _ => panic!("signed={} tamper={tamper} in_window={in_window}: {r:?}", !tamper),
+            _ => panic!(
+                "signed={} tamper={tamper} in_window={in_window}: {r:?}",
+                !tamper
+            ),
         }
         return;
     }

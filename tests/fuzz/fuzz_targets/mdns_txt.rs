@@ -32,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(a) = Announcement::from_txt(&pairs, &key, "c-1") {
         assert_eq!(a.cluster_id, "c-1");
-        let back = Announcement::from_txt(&a.to_txt(&key), &key, "c-1").expect("own record verifies");
+        let back =
+            Announcement::from_txt(&a.to_txt(&key), &key, "c-1").expect("own record verifies");
         assert_eq!(back, a);
         // Another key never accepts it.
         assert!(Announcement::from_txt(&pairs, &ClusterKey::new(&[8u8; 32]), "c-1").is_err());

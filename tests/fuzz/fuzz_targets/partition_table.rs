@@ -14,7 +14,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -57,7 +61,11 @@ fuzz_target!(|data: &[u8]| {
     // The builder.
     if let Ok(t) = image_builder::image::read_table(&mut Cursor::new(&d), "fuzz input") {
         for p in &t.partitions {
-            assert!(p.start <= p.end, "partition {} ends before it starts", p.number);
+            assert!(
+                p.start <= p.end,
+                "partition {} ends before it starts",
+                p.number
+            );
         }
         let _ = image_builder::image::check_raspios_table(&t, d.len() as u64, "fuzz input");
     }

@@ -114,6 +114,20 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
         )));
     }
     let total_sectors = total_bytes / SECTOR;
+    // mbrman 0.6.1 panics (unwrap in its alignment guess) on a used entry starting at sector 0: refuse that
+    // first (such an entry would overlap the MBR itself). Found by the `partition_table` fuzz target.
+    let mut sector0 = [0u8; SECTOR as usize];
+    dev.seek(SeekFrom::Start(0))?;
+    dev.read_exact(&mut sector0)?;
+    for i in 0..4 {
+        let e = &sector0[446 + 16 * i..446 + 16 * (i + 1)];
+        if e[4] != 0 && e[8..12] == [0, 0, 0, 0] {
+            return Err(TableError::Unexpected(format!(
+                "MBR partition {} has a type but starts at sector 0, over the table itself: the table is corrupt",
+                i + 1
+            )));
+        }
+    }
     dev.seek(SeekFrom::Start(0))?;
     let mbr = mbrman::MBR::read_from(dev, SECTOR as u32)?;
     let protective = mbr
@@ -126,6 +140,15 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
             return Err(TableError::Unexpected(
                 "GPT with 4096-byte sectors is not supported".into(),
             ));
+        }
+        if let Some((n, p)) = gpt
+            .iter()
+            .find(|(_, p)| p.is_used() && p.ending_lba < p.starting_lba)
+        {
+            return Err(TableError::Unexpected(format!(
+                "GPT partition {n} ends (sector {}) before it starts (sector {})",
+                p.ending_lba, p.starting_lba
+            )));
         }
         let parts = gpt
             .iter()
@@ -148,6 +171,11 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
             gpt_geometry_ok,
         })
     } else {
+        if let Some((n, _)) = mbr.iter().find(|(_, p)| p.is_used() && p.sectors == 0) {
+            return Err(TableError::Unexpected(format!(
+                "MBR partition {n} has a type but 0 sectors: the table is corrupt"
+            )));
+        }
         if mbr.iter().any(|(_, p)| p.is_used() && p.is_extended()) {
             return Err(TableError::Unexpected(
                 "the MBR has an extended partition; a Raspberry Pi OS card has only primary partitions".into(),
@@ -634,6 +662,20 @@ mod tests {
         stale.seek(SeekFrom::Start((total - 33) * SECTOR)).unwrap();
         stale.write_all(&tail).unwrap();
         assert!(!read_table(&mut stale).unwrap().gpt_geometry_ok);
+    }
+
+    /// A typed MBR entry of 0 sectors at sector 0 is an error, not a panic inside mbrman 0.6.1 (its alignment
+    /// guess unwraps on a partition at sector 0) nor an arithmetic underflow; GPT entries ending before they
+    /// start are refused the same way. Found with the `partition_table` fuzz target's input shape.
+    #[test]
+    fn corrupt_entries_are_errors() {
+        let mut f = card(64 * MIB);
+        let mut sector0 = [0u8; 512];
+        sector0[510] = 0x55;
+        sector0[511] = 0xaa;
+        sector0[446 + 4] = 0x83; // typed entry 1, start 0, 0 sectors
+        f.write_all(&sector0).unwrap();
+        assert!(matches!(read_table(&mut f), Err(TableError::Unexpected(_))));
     }
 
     #[test]

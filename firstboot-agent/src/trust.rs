@@ -315,7 +315,12 @@ mod tests {
     fn extreme_timestamps_are_skew_not_overflow() {
         let k = key(1);
         let v = Verifier::new(k.clone());
-        for (ts, now) in [(i64::MIN, 0), (i64::MIN, 1000), (i64::MAX, -1), (0, i64::MIN)] {
+        for (ts, now) in [
+            (i64::MIN, 0),
+            (i64::MIN, 1000),
+            (i64::MAX, -1),
+            (0, i64::MIN),
+        ] {
             let p = k.sign_request_at("GET", "/x", b"", ts);
             assert!(
                 matches!(

@@ -72,6 +72,8 @@ pub struct BuildOptions {
     pub packages: Option<PathBuf>,
     /// Overwrite existing output files.
     pub force: bool,
+    /// Compression level (`None`: the format's default); checked against the format's range.
+    pub compression_level: Option<u32>,
     /// Draw progress bars (on a terminal only).
     pub progress: bool,
 }
@@ -192,6 +194,21 @@ fn check_options(opts: &BuildOptions) -> Result<OutputFormat> {
             opts.out.display()
         ))
     })?;
+    if let Some(level) = opts.compression_level {
+        let range = format.level_range().ok_or_else(|| {
+            Error::Invalid(format!(
+                "--compression-level {level}: {} is a raw image, which is not compressed; leave the option out",
+                opts.out.display()
+            ))
+        })?;
+        if !range.contains(&level) {
+            return invalid(format!(
+                "--compression-level {level} is outside {}..={} for {format:?} output",
+                range.start(),
+                range.end()
+            ));
+        }
+    }
     if let Some(card) = opts.card_size {
         if card % SECTOR != 0 {
             return invalid(format!(
@@ -620,6 +637,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         _ => final_len,
     };
 
+    // The image is final: a raw output's SHA-256 starts now on another core, alongside dumpe2fs and the bmap pass.
+    let whole = match scratch.as_ref() {
+        None => Some(
+            io::BackgroundSha256::start(raw_out.file(), image_len)
+                .ctx(|| "cannot start hashing the output image")?,
+        ),
+        Some(_) => None,
+    };
+
     // Filesystem areas the bmap must map even where they hold zeros.
     let used = {
         let f: &File = match scratch.as_ref() {
@@ -640,6 +666,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             Some(raw_out.file_mut()),
             &used,
             opts.progress,
+            None,
+            opts.compression_level,
         )?,
         None => output::write_output(
             raw_out.file(),
@@ -648,6 +676,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             None,
             &used,
             opts.progress,
+            whole,
+            None,
         )?,
     };
     drop(scratch);

@@ -105,6 +105,10 @@ pub struct BuildArgs {
     /// Overwrite existing output, bmap and key files.
     #[arg(long)]
     pub force: bool,
+    /// Compression level of the output: xz 0-9 (default 6), gzip 1-9 (default 6), zstd 1-19 (default 3).
+    /// Lower is faster and larger.
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<u32>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,

@@ -3,7 +3,6 @@
 use crate::error::{invalid, Error, IoContext, Result};
 use firstboot_agent::layout::{TableKind, SECTOR};
 use serde::Serialize;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 /// Root-growth token of Bookworm's cmdline.txt (raspberrypi-sys-mods' first-boot hook).
@@ -71,9 +70,13 @@ impl Table {
     }
 }
 
-/// Reads the MBR (and the GPT behind a protective MBR) of an image file.
-pub fn read_table(file: &mut File, what: &str) -> Result<Table> {
-    let len = file.metadata().ctx(|| format!("cannot stat {what}"))?.len();
+/// Reads the MBR (and the GPT behind a protective MBR) of an image: a file, or any seekable bytes (the fuzz
+/// target `partition_table` feeds it arbitrary ones). Never panics; a table it cannot use is an
+/// [`Error::Invalid`] naming `what`.
+pub fn read_table<F: Read + Seek>(file: &mut F, what: &str) -> Result<Table> {
+    let len = file
+        .seek(SeekFrom::End(0))
+        .ctx(|| format!("cannot read {what}"))?;
     let mut sector0 = [0u8; 512];
     file.seek(SeekFrom::Start(0))
         .ctx(|| format!("cannot read {what}"))?;
@@ -103,6 +106,15 @@ pub fn read_table(file: &mut File, what: &str) -> Result<Table> {
                 "{what}: has a protective MBR but no readable GPT: {e}"
             ))
         })?;
+        if let Some((n, p)) = gpt
+            .iter()
+            .find(|(_, p)| p.is_used() && p.ending_lba < p.starting_lba)
+        {
+            return invalid(format!(
+                "{what}: GPT partition {n} ends (sector {}) before it starts (sector {}): the table is corrupt",
+                p.ending_lba, p.starting_lba
+            ));
+        }
         let partitions = gpt
             .iter()
             .filter(|(_, p)| p.is_used())
@@ -110,7 +122,7 @@ pub fn read_table(file: &mut File, what: &str) -> Result<Table> {
                 number: n,
                 start: p.starting_lba,
                 end: p.ending_lba,
-                sectors: p.ending_lba - p.starting_lba + 1,
+                sectors: (p.ending_lba - p.starting_lba).saturating_add(1),
                 kind: uuid::Uuid::from_bytes_le(p.partition_type_guid).to_string(),
                 partuuid: uuid::Uuid::from_bytes_le(p.unique_partition_guid).to_string(),
             })

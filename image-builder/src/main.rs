@@ -155,6 +155,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         key_file: args.key_file,
         packages: args.packages,
         force: args.force,
+        compression_level: args.compression_level,
         progress: !args.json,
     };
     let summary = build::build(&opts)?;

@@ -1,9 +1,14 @@
 //! The last pass over the finished raw image: one read of its data ranges that feeds the compressor (zeros for
 //! holes), the SHA-256 of the output file and the per-range checksums of the bmap.
+//!
+//! Each byte is hashed once per checksum that covers it: the bmap's range checksums here, the output's SHA-256
+//! either over the compressed bytes (a [`HashingWriter`] under the encoder) or, for a raw output, on a thread of
+//! its own ([`BackgroundSha256`], started by the caller as soon as the image is final) that reads only the data
+//! ranges and hashes holes from a static zero buffer.
 
 use crate::bmap::{self, BlockRange};
 use crate::error::{IoContext, Result};
-use crate::io::{self, Encoder, HashingWriter, OutputFormat};
+use crate::io::{self, BackgroundSha256, Encoder, HashingWriter, OutputFormat};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
@@ -23,8 +28,8 @@ pub struct Written {
 static ZEROS: [u8; 1 << 16] = [0u8; 1 << 16];
 
 enum Sink<'a> {
-    /// Raw output: the raw file is the output; only hash its content.
-    Raw(Sha256),
+    /// Raw output: the raw file is the output; nothing to write (its hash runs on another thread).
+    Raw,
     /// Compressed output into `dest`.
     Encoded(Box<Encoder<HashingWriter<std::io::BufWriter<&'a mut File>>>>),
 }
@@ -32,15 +37,15 @@ enum Sink<'a> {
 impl Sink<'_> {
     fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
-            Sink::Raw(h) => {
-                h.update(data);
-                Ok(())
-            }
+            Sink::Raw => Ok(()),
             Sink::Encoded(e) => e.write_all(data),
         }
     }
 
     fn zeros(&mut self, mut n: u64) -> std::io::Result<()> {
+        if matches!(self, Sink::Raw) {
+            return Ok(());
+        }
         while n > 0 {
             let k = n.min(ZEROS.len() as u64) as usize;
             self.put(&ZEROS[..k])?;
@@ -53,6 +58,9 @@ impl Sink<'_> {
 /// Reads `raw` (of `image_size` bytes) once: hashes each mapped block range for the bmap and either hashes the
 /// content (raw output: `dest` is `None`, the raw file is the output) or compresses it into `dest`. The bmap maps
 /// the file's data ranges plus `used` (filesystem areas that must be written even where they are zeros).
+/// For a raw output, `whole` is the output's SHA-256 already running (started on the final file); when `None`
+/// it is computed here after the range checksums. `level` is the compression level (`None`: the format's default).
+#[allow(clippy::too_many_arguments)]
 pub fn write_output(
     raw: &File,
     image_size: u64,
@@ -60,17 +68,20 @@ pub fn write_output(
     dest: Option<&mut File>,
     used: &[io::DataRange],
     progress: bool,
+    whole: Option<BackgroundSha256>,
+    level: Option<u32>,
 ) -> Result<Written> {
     let data = io::data_ranges(raw).ctx(|| "cannot map the image's data ranges")?;
     let data = crate::fsmap::union(&[&data, used]);
     let spans = bmap::block_ranges(&data, image_size);
     let bar = io::progress_bar(image_size, "write", progress);
     let mut sink = match (format, dest) {
-        (OutputFormat::Raw, _) | (_, None) => Sink::Raw(Sha256::new()),
+        (OutputFormat::Raw, _) | (_, None) => Sink::Raw,
         (f, Some(d)) => Sink::Encoded(Box::new(
             io::encoder(
                 HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, d)),
                 f,
+                level,
             )
             .ctx(|| "cannot start the compressor")?,
         )),
@@ -107,7 +118,14 @@ pub fn write_output(
     sink.zeros(image_size - pos).ctx(werr)?;
     bar.finish_and_clear();
     let (sha256, file_size) = match sink {
-        Sink::Raw(h) => (hex::encode(h.finalize()), image_size),
+        Sink::Raw => {
+            let sum = match whole {
+                Some(w) => w.finish(),
+                None => io::file_sha256(raw, image_size),
+            }
+            .ctx(|| "cannot hash the output image")?;
+            (sum, image_size)
+        }
         Sink::Encoded(e) => {
             let hw = e.finish().ctx(werr)?;
             let n = hw.written();

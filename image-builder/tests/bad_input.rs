@@ -255,6 +255,37 @@ fn wrong_architecture_agent() {
     );
 }
 
+/// A compression level for a raw output, or outside the format's range: refused before anything is read.
+#[test]
+fn compression_level_out_of_range() {
+    let (_t, out) = dirs();
+    let base = base_image("bookworm");
+    refused(
+        &base,
+        &out,
+        &["--compression-level", "3"],
+        &["--compression-level", "raw image"],
+    );
+    let o = Command::new(bin())
+        .arg("build")
+        .arg("--base")
+        .arg(&base)
+        .arg("--out")
+        .arg(out.join("cluster.img.xz"))
+        .arg("--agent")
+        .arg(fake_agent(out.parent().unwrap(), 183))
+        .args(["--compression-level", "10"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("outside 0..=9"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(listing(&out).is_empty());
+}
+
 #[test]
 fn output_name_must_say_format() {
     let (_t, out) = dirs();

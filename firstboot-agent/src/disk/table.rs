@@ -93,8 +93,8 @@ pub struct TableInfo {
     pub total_sectors: u64,
     /// The used partitions, by number.
     pub parts: Vec<Part>,
-    /// GPT only: the headers describe this device's real size (backup header in the last sector). Always true
-    /// for MBR.
+    /// GPT only: the headers describe this device's real size and a matching backup header and entry array are
+    /// present in the last sectors. Always true for MBR.
     pub gpt_geometry_ok: bool,
 }
 
@@ -114,6 +114,20 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
         )));
     }
     let total_sectors = total_bytes / SECTOR;
+    // mbrman 0.6.1 panics (unwrap in its alignment guess) on a used entry starting at sector 0: refuse that
+    // first (such an entry would overlap the MBR itself). Found by the `partition_table` fuzz target.
+    let mut sector0 = [0u8; SECTOR as usize];
+    dev.seek(SeekFrom::Start(0))?;
+    dev.read_exact(&mut sector0)?;
+    for i in 0..4 {
+        let e = &sector0[446 + 16 * i..446 + 16 * (i + 1)];
+        if e[4] != 0 && e[8..12] == [0, 0, 0, 0] {
+            return Err(TableError::Unexpected(format!(
+                "MBR partition {} has a type but starts at sector 0, over the table itself: the table is corrupt",
+                i + 1
+            )));
+        }
+    }
     dev.seek(SeekFrom::Start(0))?;
     let mbr = mbrman::MBR::read_from(dev, SECTOR as u32)?;
     let protective = mbr
@@ -127,6 +141,15 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
                 "GPT with 4096-byte sectors is not supported".into(),
             ));
         }
+        if let Some((n, p)) = gpt
+            .iter()
+            .find(|(_, p)| p.is_used() && p.ending_lba < p.starting_lba)
+        {
+            return Err(TableError::Unexpected(format!(
+                "GPT partition {n} ends (sector {}) before it starts (sector {})",
+                p.ending_lba, p.starting_lba
+            )));
+        }
         let parts = gpt
             .iter()
             .filter(|(_, p)| p.is_used())
@@ -139,7 +162,8 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
         let h = &gpt.header;
         let gpt_geometry_ok = h.primary_lba == 1
             && h.backup_lba == total_sectors - 1
-            && h.last_usable_lba == layout::last_usable_sector(total_sectors, TableKind::Gpt);
+            && h.last_usable_lba == layout::last_usable_sector(total_sectors, TableKind::Gpt)
+            && backup_gpt_matches(dev, h, total_sectors);
         Ok(TableInfo {
             kind: TableKind::Gpt,
             total_sectors,
@@ -147,6 +171,11 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
             gpt_geometry_ok,
         })
     } else {
+        if let Some((n, _)) = mbr.iter().find(|(_, p)| p.is_used() && p.sectors == 0) {
+            return Err(TableError::Unexpected(format!(
+                "MBR partition {n} has a type but 0 sectors: the table is corrupt"
+            )));
+        }
         if mbr.iter().any(|(_, p)| p.is_used() && p.is_extended()) {
             return Err(TableError::Unexpected(
                 "the MBR has an extended partition; a Raspberry Pi OS card has only primary partitions".into(),
@@ -168,6 +197,33 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
             gpt_geometry_ok: true,
         })
     }
+}
+
+/// True when the card's last sector holds a valid backup GPT header (and entry array) that belongs to the
+/// primary header `primary`: same disk GUID and same partition entries. A compressed image built for a card
+/// size (`--card-size`) ends before the brick, so the card's last sector holds zeros or an older image's backup
+/// header; both count as missing and make the plan rewrite the backup.
+fn backup_gpt_matches<F: Read + Seek>(
+    dev: &mut F,
+    primary: &gptman::GPTHeader,
+    total_sectors: u64,
+) -> bool {
+    let last = total_sectors - 1;
+    let check = |dev: &mut F| -> Result<bool, gptman::Error> {
+        dev.seek(SeekFrom::Start(last * SECTOR))?;
+        let b = gptman::GPTHeader::read_from(dev)?;
+        if b.primary_lba != last
+            || b.backup_lba != 1
+            || b.disk_guid != primary.disk_guid
+            || b.partition_entry_array_crc32 != primary.partition_entry_array_crc32
+            || b.partition_entry_lba >= last
+        {
+            return Ok(false);
+        }
+        b.read_partitions(dev, SECTOR)?;
+        Ok(true)
+    };
+    check(dev).unwrap_or(false)
 }
 
 /// Facts about the filesystems that the plan must respect.
@@ -313,7 +369,7 @@ pub fn plan(info: &TableInfo, inputs: &PlanInputs) -> Result<TablePlan, TableErr
     }
     if !info.gpt_geometry_ok {
         changes.push(format!(
-            "GPT: backup header moved to the card's last sector {}",
+            "GPT: backup header written at the card's last sector {}",
             info.total_sectors - 1
         ));
     }
@@ -516,6 +572,110 @@ mod tests {
         assert!(after.gpt_geometry_ok);
         assert_eq!(after.part(3).unwrap().start, p.brick.start);
         assert!(!plan(&after, &inputs).unwrap().needs_write);
+    }
+
+    /// A GPT image laid out for exactly this card (`--card-size`) whose compressed form stops before the brick:
+    /// the headers name the right size but the backup is missing (zeros, or an older image's backup). The plan
+    /// writes it; afterwards it is present, matches, and nothing is left to do.
+    #[test]
+    fn gpt_fixed_layout_missing_backup_is_written() {
+        let total = 8 * GIB;
+        let parts = [(16384u64, 1048576u64), (1064960, 3 * GIB)];
+        // The full card-sized table, as the builder wrote it into the raw image.
+        let full_gpt = |guid: u8| {
+            let mut whole = card(total);
+            let mut gpt = gptman::GPT::new_from(&mut whole, 512, [guid; 16]).unwrap();
+            for (i, (start, sectors)) in parts.iter().enumerate() {
+                gpt[(i + 1) as u32] = gptman::GPTPartitionEntry {
+                    partition_type_guid: guid_bytes(GPT_TYPE_LINUX_FS),
+                    unique_partition_guid: [guid + i as u8; 16],
+                    starting_lba: *start,
+                    ending_lba: start + sectors - 1,
+                    attribute_bits: 0,
+                    partition_name: "p".into(),
+                };
+            }
+            gpt.write_into(&mut whole).unwrap();
+            gptman::GPT::write_protective_mbr_into(&mut whole, 512).unwrap();
+            whole
+        };
+        let mut whole = full_gpt(9);
+        let complete = read_table(&mut whole).unwrap();
+        assert!(complete.gpt_geometry_ok, "a complete table is fine");
+        // Flash only the head (what a compressed --card-size image holds): the backup is missing.
+        let mut f = card(total);
+        let mut head = vec![0u8; (64 * SECTOR) as usize];
+        whole.seek(SeekFrom::Start(0)).unwrap();
+        whole.read_exact(&mut head).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(&head).unwrap();
+        let info = read_table(&mut f).unwrap();
+        assert!(!info.gpt_geometry_ok, "missing backup must be noticed");
+        let inputs = PlanInputs {
+            share: 50,
+            root_fs_bytes: Some(1),
+            p3_fstype: None,
+        };
+        let p = plan(&info, &inputs).unwrap();
+        assert!(p.needs_write);
+        assert!(
+            p.changes.iter().any(|c| c.contains("backup")),
+            "{:?}",
+            p.changes
+        );
+        write_table(&mut f, TableKind::Gpt, &p).unwrap();
+        let after = read_table(&mut f).unwrap();
+        assert!(after.gpt_geometry_ok);
+        assert!(!plan(&after, &inputs).unwrap().needs_write);
+        // sfdisk, which the project did not write, finds no problem with the backup.
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let mut copy = tmp.reopen().unwrap();
+        copy.set_len(total * SECTOR).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        std::io::copy(&mut (&mut f).take(64 * SECTOR), &mut copy).unwrap();
+        f.seek(SeekFrom::Start((total - 33) * SECTOR)).unwrap();
+        copy.seek(SeekFrom::Start((total - 33) * SECTOR)).unwrap();
+        std::io::copy(&mut (&mut f).take(33 * SECTOR), &mut copy).unwrap();
+        copy.sync_all().unwrap();
+        if let Ok(out) = std::process::Command::new("sfdisk")
+            .args(["--verify"])
+            .arg(tmp.path())
+            .output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "sfdisk --verify: {text}");
+            assert!(
+                !text.to_lowercase().contains("backup"),
+                "sfdisk --verify: {text}"
+            );
+        }
+
+        // An older image's backup (another disk GUID) in the last sector counts as missing too.
+        let mut stale = card(total);
+        stale.seek(SeekFrom::Start(0)).unwrap();
+        stale.write_all(&head).unwrap();
+        let mut full = full_gpt(100);
+        let mut tail = vec![0u8; (33 * SECTOR) as usize];
+        full.seek(SeekFrom::Start((total - 33) * SECTOR)).unwrap();
+        full.read_exact(&mut tail).unwrap();
+        stale.seek(SeekFrom::Start((total - 33) * SECTOR)).unwrap();
+        stale.write_all(&tail).unwrap();
+        assert!(!read_table(&mut stale).unwrap().gpt_geometry_ok);
+    }
+
+    /// A typed MBR entry of 0 sectors at sector 0 is an error, not a panic inside mbrman 0.6.1 (its alignment
+    /// guess unwraps on a partition at sector 0) nor an arithmetic underflow; GPT entries ending before they
+    /// start are refused the same way. Found with the `partition_table` fuzz target's input shape.
+    #[test]
+    fn corrupt_entries_are_errors() {
+        let mut f = card(64 * MIB);
+        let mut sector0 = [0u8; 512];
+        sector0[510] = 0x55;
+        sector0[511] = 0xaa;
+        sector0[446 + 4] = 0x83; // typed entry 1, start 0, 0 sectors
+        f.write_all(&sector0).unwrap();
+        assert!(matches!(read_table(&mut f), Err(TableError::Unexpected(_))));
     }
 
     #[test]

@@ -10,6 +10,6 @@ pub mod sparse;
 
 pub use atomic::{install_interrupt_cleanup, register_temp, AtomicOutput};
 pub use compress::{decoder, encoder, sniff, Encoder, InputFormat, OutputFormat};
-pub use hash::{HashingReader, HashingWriter};
+pub use hash::{file_sha256, BackgroundSha256, HashingReader, HashingWriter};
 pub use progress::{progress_bar, ProgressReader};
 pub use sparse::{copy_sparse, data_ranges, DataRange};

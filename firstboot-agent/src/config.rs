@@ -130,9 +130,14 @@ pub struct AgentSection {
     /// Seconds a node may be dead before a fresh node may take its place.
     #[serde(default = "default_replace_grace")]
     pub replace_grace_secs: u64,
-    /// Directory holding .deb files to install offline (on the boot partition), if the image carries them.
+    /// Directory holding .deb files to install offline, if the image carries them: the carried archive is
+    /// unpacked here (on the root filesystem) and installed from here.
     #[serde(default)]
     pub packages_dir: Option<PathBuf>,
+    /// The archive of .deb files the image carries on its boot partition (`image-builder build --packages`),
+    /// unpacked into `packages_dir` and removed at first boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages_archive: Option<PathBuf>,
 }
 
 impl Default for AgentSection {
@@ -144,6 +149,7 @@ impl Default for AgentSection {
             majority_wait_secs: default_majority_wait(),
             replace_grace_secs: default_replace_grace(),
             packages_dir: None,
+            packages_archive: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod mdns;
 pub mod metrics;
 pub mod notify;
+pub mod packages;
 pub mod peers;
 pub mod services;
 pub mod state;

@@ -3,8 +3,10 @@
 //! With systemd (PID 1, `/run/systemd/system` exists) the units are checked with `systemctl is-active` and started
 //! with `systemctl enable --now`. Without systemd (the lab, where each node's daemons are started by the lab) the
 //! daemons are checked directly: glusterd answers `gluster --xml pool list` on its socket, dockerd answers
-//! `GET /_ping` on its socket. Missing packages are installed from `.deb` files carried on the boot partition
-//! (`agent.packages_dir`) when there are any, else with `apt-get`; when neither works the error says so.
+//! `GET /_ping` on its socket. Missing packages are installed from `.deb` files carried on the card
+//! (`agent.packages_archive` unpacked into `agent.packages_dir`, see [`crate::packages`]) when there are any, else
+//! with `apt-get`; when neither works the error says so ([`ServiceError::WaitingForNetwork`] when apt could not
+//! reach its mirror, which the agent retries with a back-off).
 
 use crate::config::ClusterConfig;
 use std::io::{Read, Write};
@@ -33,6 +35,17 @@ pub enum ServiceError {
         /// The packages still missing.
         missing: Vec<String>,
         /// What was tried and how it failed.
+        why: String,
+    },
+    /// Packages are missing, none are carried on the card, and apt cannot reach its mirror (no network yet).
+    #[error(
+        "waiting for network: {why} (missing packages {missing:?}; to install them without a network, carry them \
+         on the card: `image-builder build --packages DIR`, DIR made by ci/fetch-packages)"
+    )]
+    WaitingForNetwork {
+        /// The packages still missing.
+        missing: Vec<String>,
+        /// What apt said.
         why: String,
     },
     /// A service is not running (and could not be started).
@@ -64,10 +77,12 @@ pub struct ServiceOptions {
     pub bin_dirs: Vec<PathBuf>,
     /// Directory of `.deb` files to install offline.
     pub packages_dir: Option<PathBuf>,
+    /// Archive of `.deb` files carried on the boot partition, unpacked into `packages_dir` first.
+    pub packages_archive: Option<PathBuf>,
     /// Allow installing missing packages.
     pub install: bool,
-    /// `dpkg` program.
-    pub dpkg: PathBuf,
+    /// `dpkg`, `dpkg-deb`, `dpkg-query`.
+    pub dpkg: crate::packages::DpkgTools,
     /// `apt-get` program.
     pub apt_get: PathBuf,
     /// `systemctl` program.
@@ -103,8 +118,9 @@ impl ServiceOptions {
             .map(PathBuf::from)
             .collect(),
             packages_dir: config.agent.packages_dir.clone(),
+            packages_archive: config.agent.packages_archive.clone(),
             install: true,
-            dpkg: "dpkg".into(),
+            dpkg: crate::packages::DpkgTools::default(),
             apt_get: "apt-get".into(),
             systemctl: "systemctl".into(),
             gluster: "gluster".into(),
@@ -201,8 +217,10 @@ fn run(program: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Installs missing packages: `.deb` files from `packages_dir` first, then `apt-get`.
+/// Installs missing packages: `.deb` files carried on the card first (unpacked from `packages_archive` into
+/// `packages_dir`), then `apt-get`.
 fn install(opts: &ServiceOptions, report: &mut ServicesReport) -> Result<(), ServiceError> {
+    use crate::packages;
     let missing = missing_packages(&opts.bin_dirs);
     if missing.is_empty() {
         return Ok(());
@@ -214,52 +232,74 @@ fn install(opts: &ServiceOptions, report: &mut ServicesReport) -> Result<(), Ser
         });
     }
     let mut tried = Vec::new();
+    let mut carried = false;
     if let Some(dir) = &opts.packages_dir {
-        let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        debs.sort();
-        if debs.is_empty() {
+        if let Some(archive) = &opts.packages_archive {
+            let unpacked = std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+                .and_then(|_| packages::unpack_carried(archive, dir).map_err(|e| e.to_string()));
+            if let Err(e) = unpacked {
+                tried.push(e);
+            }
+        }
+        if packages::debs_in(dir).is_empty() {
             tried.push(format!("no .deb files in {}", dir.display()));
         } else {
-            tracing::info!(
-                "installing {} .deb files from {}",
-                debs.len(),
-                dir.display()
-            );
-            let mut args = vec!["-i".to_string()];
-            args.extend(debs.iter().map(|p| p.to_string_lossy().into_owned()));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            match run(&opts.dpkg, &args) {
-                Ok(_) => report.install_method = Some(format!("dpkg -i {}/*.deb", dir.display())),
-                Err(e) => tried.push(e),
+            carried = true;
+            match packages::install_debs(dir, &opts.dpkg) {
+                Ok(r) => {
+                    tracing::info!(
+                        "installed {} carried packages ({} already present) in {} dpkg pass(es)",
+                        r.installed.len(),
+                        r.skipped.len(),
+                        r.passes
+                    );
+                    report.install_method = Some(format!(
+                        "dpkg -i {}/*.deb ({} installed, {} already present)",
+                        dir.display(),
+                        r.installed.len(),
+                        r.skipped.len()
+                    ));
+                }
+                Err(e) => tried.push(e.to_string()),
             }
         }
     }
     let still = missing_packages(&opts.bin_dirs);
+    let mut apt_unreachable = None;
     if !still.is_empty() {
         tracing::info!("installing {still:?} with apt-get");
         let mut args = vec!["install", "-y", "--no-install-recommends"];
         args.extend(still.iter().map(String::as_str));
-        let apt = run(&opts.apt_get, &["update"]).and_then(|_| run(&opts.apt_get, &args));
-        match apt {
-            Ok(_) => report.install_method = Some("apt-get install".into()),
-            Err(e) => tried.push(e),
+        // `--error-on=any`: a mirror that cannot be reached is an error, not a warning (apt >= 2.1).
+        match run(&opts.apt_get, &["update", "--error-on=any"]) {
+            Err(e) => {
+                apt_unreachable = Some(e.clone());
+                tried.push(e);
+            }
+            Ok(_) => match run(&opts.apt_get, &args) {
+                Ok(_) => report.install_method = Some("apt-get install".into()),
+                Err(e) => tried.push(e),
+            },
         }
     }
     let left = missing_packages(&opts.bin_dirs);
     report.installed = missing.into_iter().filter(|p| !left.contains(p)).collect();
     if left.is_empty() {
-        Ok(())
-    } else {
-        Err(ServiceError::Install {
+        if let Some(dir) = opts.packages_dir.as_ref().filter(|_| carried) {
+            // Installed: the files only take room on the root filesystem now.
+            for f in packages::debs_in(dir) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        return Ok(());
+    }
+    match apt_unreachable {
+        Some(why) if !carried => Err(ServiceError::WaitingForNetwork { missing: left, why }),
+        _ => Err(ServiceError::Install {
             missing: left,
             why: tried.join("; "),
-        })
+        }),
     }
 }
 
@@ -425,12 +465,21 @@ mod tests {
             manager: Some(Manager::Direct),
             bin_dirs: vec![bin.clone()],
             packages_dir: None,
+            packages_archive: None,
             install: true,
-            dpkg: script(dir, "dpkg", "exit 1"),
+            dpkg: crate::packages::DpkgTools {
+                dpkg: script(dir, "dpkg", "exit 1"),
+                dpkg_deb: script(dir, "dpkg-deb", "exit 2"),
+                dpkg_query: script(dir, "dpkg-query", "exit 0"),
+                root: None,
+            },
+            // No network: `apt-get update` cannot reach the mirror.
             apt_get: script(
                 dir,
                 "apt-get",
-                "echo 'E: Unable to locate package' >&2; exit 100",
+                "echo \"W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Temporary \
+                 failure resolving 'deb.debian.org'\" >&2; echo 'E: Some index files failed to download.' >&2; \
+                 exit 100",
             ),
             systemctl: script(dir, "systemctl", "exit 1"),
             gluster: script(
@@ -451,33 +500,84 @@ mod tests {
     }
 
     #[test]
-    fn missing_packages_without_any_source_is_a_clear_error() {
+    fn missing_packages_without_network_say_what_they_wait_for() {
         let d = tempfile::tempdir().unwrap();
         let o = opts(d.path());
-        let err = ensure_services(&o).unwrap_err().to_string();
+        let err = ensure_services(&o).unwrap_err();
+        assert!(
+            matches!(err, ServiceError::WaitingForNetwork { .. }),
+            "{err}"
+        );
+        let err = err.to_string();
+        assert!(err.starts_with("waiting for network: `"), "{err}");
+        assert!(
+            err.contains("apt-get update --error-on=any` failed"),
+            "{err}"
+        );
+        assert!(err.contains("Temporary failure resolving"), "{err}");
         assert!(
             err.contains("glusterfs-server") && err.contains("docker.io"),
             "{err}"
         );
+        assert!(err.contains("--packages"), "{err}");
+    }
+
+    #[test]
+    fn missing_packages_apt_cannot_find_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(d.path());
+        o.apt_get = script(
+            d.path(),
+            "apt-get",
+            "[ \"$1\" = update ] && exit 0; echo 'E: Unable to locate package glusterfs-server' >&2; exit 100",
+        );
+        let err = ensure_services(&o).unwrap_err();
+        assert!(matches!(err, ServiceError::Install { .. }), "{err}");
+        let err = err.to_string();
         assert!(err.contains("Unable to locate package"), "{err}");
         assert!(err.contains("packages_dir"), "{err}");
     }
 
     #[test]
-    fn debs_from_the_boot_partition_are_installed_first() {
+    fn debs_carried_on_the_card_are_unpacked_and_installed_first() {
         let d = tempfile::tempdir().unwrap();
         let mut o = opts(d.path());
-        let debs = d.path().join("debs");
-        std::fs::create_dir_all(&debs).unwrap();
-        std::fs::write(debs.join("glusterfs-server.deb"), "x").unwrap();
-        o.packages_dir = Some(debs);
-        // The fake dpkg "installs" every program.
+        // The archive the builder puts on the boot partition.
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let files: Vec<PathBuf> = [
+            "glusterfs-server_10.3-5_arm64.deb",
+            "xfsprogs_6.1.0-1_arm64.deb",
+        ]
+        .iter()
+        .map(|n| {
+            let p = src.join(n);
+            std::fs::write(&p, n.as_bytes()).unwrap();
+            p
+        })
+        .collect();
+        let archive = d.path().join("boot").join(crate::packages::ARCHIVE_NAME);
+        std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+        let mut f = std::fs::File::create(&archive).unwrap();
+        crate::packages::write_tar(&mut f, &files, &mut |_| {}).unwrap();
+        drop(f);
+        let debs = d.path().join("cache/debs");
+        o.packages_dir = Some(debs.clone());
+        o.packages_archive = Some(archive.clone());
+        // dpkg-deb reads the fields from the file name; the fake dpkg "installs" every program.
+        o.dpkg.dpkg_deb = script(
+            d.path(),
+            "dpkg-deb",
+            "n=$(basename \"$2\" .deb); echo \"Package: ${n%%_*}\"; v=${n#*_}; echo \"Version: ${v%_*}\"; \
+             echo \"Architecture: ${n##*_}\"",
+        );
         let bin = o.bin_dirs[0].display().to_string();
-        o.dpkg = script(
+        o.dpkg.dpkg = script(
             d.path(),
             "dpkg",
             &format!(
-                "echo \"$@\" > {0}/../dpkg.args; for p in glusterd mount.glusterfs dockerd mkfs.xfs; do \
+                "echo \"$@\" >> {0}/../dpkg.args; [ \"$1\" = -i ] || exit 0; \
+                 for p in glusterd mount.glusterfs dockerd mkfs.xfs; do \
                  printf '#!/bin/sh\\n' > {0}/$p; chmod +x {0}/$p; done",
                 bin
             ),
@@ -490,11 +590,19 @@ mod tests {
         );
         assert!(err.to_string().contains("glusterd.socket"), "{err}");
         let args = std::fs::read_to_string(d.path().join("dpkg.args")).unwrap();
+        let lines: Vec<&str> = args.lines().collect();
+        assert_eq!(lines[0], "--configure -a", "{args}");
         assert!(
-            args.starts_with("-i ") && args.contains("glusterfs-server.deb"),
+            lines[1].starts_with("-i ")
+                && lines[1].contains("cache/debs/glusterfs-server_10.3-5_arm64.deb")
+                && lines[1].contains("xfsprogs_6.1.0-1_arm64.deb"),
             "{args}"
         );
+        assert_eq!(lines.len(), 2, "one dpkg -i of every file: {args}");
         assert!(missing_packages(&o.bin_dirs).is_empty());
+        // The boot partition's archive is gone, and so are the installed files.
+        assert!(!archive.exists());
+        assert!(crate::packages::debs_in(&debs).is_empty());
     }
 
     #[test]

@@ -116,6 +116,66 @@ impl BootFs {
         Ok(())
     }
 
+    /// Writes root file `name` (created or overwritten) from what `fill` writes into it; returns what `fill`
+    /// returned.
+    pub fn write_with<T>(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&mut dyn Write) -> std::io::Result<T>,
+    ) -> Result<T> {
+        let mut f = self
+            .fs
+            .root_dir()
+            .create_file(name)
+            .ctx(|| format!("cannot create {name} on the boot partition"))?;
+        f.truncate()
+            .ctx(|| format!("cannot truncate {name} on the boot partition"))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+        let out = fill(&mut w)
+            .and_then(|t| w.flush().map(|_| t))
+            .ctx(|| format!("cannot write {name} on the boot partition"))?;
+        drop(w);
+        f.flush()
+            .ctx(|| format!("cannot write {name} on the boot partition"))?;
+        Ok(out)
+    }
+
+    /// Reads root file `name` through `read` (streaming), or `None` when it does not exist.
+    pub fn read_with<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&mut dyn Read) -> T,
+    ) -> Result<Option<T>> {
+        if self.file_size(name)?.is_none() {
+            return Ok(None);
+        }
+        let f = self
+            .fs
+            .root_dir()
+            .open_file(name)
+            .ctx(|| format!("cannot open {name} on the boot partition"))?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+        Ok(Some(read(&mut r)))
+    }
+
+    /// The room the files `payload` (name, size) need: `(needed, available)` in bytes, where needed counts the
+    /// clusters of every file plus one cluster for directory entries, and available the free clusters plus those
+    /// of the files they replace.
+    pub fn room(&self, payload: &[(&str, u64)]) -> Result<(u64, u64)> {
+        let cs = self.cluster_size();
+        let clusters = |n: u64| n.div_ceil(cs);
+        let mut need = 1u64; // the root directory may need one more cluster for the new entries
+        let mut freed = 0u64;
+        for (name, size) in payload {
+            need += clusters(*size);
+            if let Some(old) = self.file_size(name)? {
+                freed += clusters(old);
+            }
+        }
+        let free = self.free_bytes()? / cs;
+        Ok((need * cs, (free + freed) * cs))
+    }
+
     /// Checks that the files `payload` (name, size) fit: the clusters they need, less those of the files they
     /// replace, plus one cluster for directory entries, must be free.
     pub fn check_room(&self, payload: &[(&str, u64)]) -> Result<()> {

@@ -68,6 +68,8 @@ pub struct BuildOptions {
     pub key_out: Option<PathBuf>,
     /// An existing cluster's config to reuse (same id and key: a replacement card joins the same cluster).
     pub key_file: Option<PathBuf>,
+    /// Directory of .deb files to carry on the card (`--packages`).
+    pub packages: Option<PathBuf>,
     /// Overwrite existing output files.
     pub force: bool,
     /// Draw progress bars (on a terminal only).
@@ -118,6 +120,8 @@ pub struct BuildSummary {
     pub cluster_name: String,
     /// Nodes in the cluster.
     pub nodes: u32,
+    /// The packages carried on the card (`--packages`), if any.
+    pub packages: Option<crate::carry::CarriedSummary>,
 }
 
 /// The default path of the saved cluster config: `x.img.xz` -> `x.img.cluster.toml`.
@@ -354,6 +358,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
     let agent = std::fs::read(&opts.agent)
         .ctx(|| format!("cannot read agent binary {}", opts.agent.display()))?;
     let mut config = make_config(opts)?;
+    let carried = opts
+        .packages
+        .as_deref()
+        .map(crate::carry::collect)
+        .transpose()?;
+    if carried.is_some() {
+        config.agent.packages_dir = Some(firstboot_agent::packages::INSTALL_DIR.into());
+        config.agent.packages_archive = Some(crate::carry::archive_on_pi());
+    }
     let what = format!("base image {}", opts.base.display());
 
     let mut base = File::open(&opts.base).ctx(|| format!("cannot open {what}"))?;
@@ -498,11 +511,45 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
             payload::cloud_init_meta_data(&config.cluster.id).into_bytes(),
         ));
     }
-    let sizes: Vec<(&str, u64)> = files.iter().map(|(n, d)| (*n, d.len() as u64)).collect();
+    let mut sizes: Vec<(&str, u64)> = files.iter().map(|(n, d)| (*n, d.len() as u64)).collect();
     boot.check_room(&sizes)
         .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+    if let Some(c) = &carried {
+        sizes.push((firstboot_agent::packages::ARCHIVE_NAME, c.archive_bytes));
+        let (need, available) = boot.room(&sizes)?;
+        if need > available {
+            let mib = |b: u64| b as f64 / 1048576.0;
+            return invalid(format!(
+                "{what}: the boot partition is too small for the packages: --packages {} holds {} .deb files of \
+                 {:.1} MiB, the payload with them needs {:.1} MiB and partition 1 has {:.1} MiB free ({:.1} MiB \
+                 short). Fetch only what the image lacks (ci/fetch-packages --base-status with the image's \
+                 /var/lib/dpkg/status), remove files the boot partition does not need, or build without \
+                 --packages (first boot then installs them with apt over the network)",
+                c.dir.display(),
+                c.debs.len(),
+                mib(c.deb_bytes),
+                mib(need),
+                mib(available),
+                mib(need - available)
+            ));
+        }
+    }
     for (name, data) in &files {
         boot.write(name, data)?;
+    }
+    if let Some(c) = &carried {
+        let bar = io::progress_bar(c.archive_bytes, "packages", opts.progress);
+        let n = boot.write_with(firstboot_agent::packages::ARCHIVE_NAME, |w| {
+            firstboot_agent::packages::write_tar(w, &c.debs, &mut |n| bar.inc(n))
+        })?;
+        bar.finish_and_clear();
+        if n != c.archive_bytes {
+            return invalid(format!(
+                "--packages {}: the files changed while they were read ({n} bytes written, {} expected); run again",
+                c.dir.display(),
+                c.archive_bytes
+            ));
+        }
     }
     boot.close()?;
     // Read cmdline.txt back through a fresh mount.
@@ -665,5 +712,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary> {
         cluster_id: config.cluster.id.clone(),
         cluster_name: config.cluster.name.clone(),
         nodes: config.cluster.nodes,
+        packages: carried.as_ref().map(|c| c.summary()),
     })
 }

@@ -98,6 +98,10 @@ pub struct BuildArgs {
     /// Reuse an existing cluster's config and key (a replacement card joins the same cluster).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["cluster_name", "nodes"])]
     pub key_file: Option<PathBuf>,
+    /// Carry the .deb files of DIR on the card (one archive on the boot partition) so the first boot installs
+    /// them without a network; fill DIR with ci/fetch-packages.
+    #[arg(long, value_name = "DIR")]
+    pub packages: Option<PathBuf>,
     /// Overwrite existing output, bmap and key files.
     #[arg(long)]
     pub force: bool,

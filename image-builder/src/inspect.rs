@@ -42,6 +42,8 @@ pub struct Report {
     pub brick_layout: Option<BrickLayoutMode>,
     /// Whether the table has a partition 3.
     pub brick_partition_present: bool,
+    /// The packages the image carries for an offline first boot (`build --packages`), if any.
+    pub packages: Option<crate::carry::CarriedSummary>,
     /// Problems found while reading (the report is still printed).
     pub warnings: Vec<String>,
 }
@@ -100,6 +102,7 @@ pub fn inspect(path: &Path, progress: bool) -> Result<Report> {
         boot_files: Vec::new(),
         cluster_config: None,
         brick_layout: None,
+        packages: None,
         warnings: Vec::new(),
     };
     let (Some(p1), Some(p2)) = (report.table.get(1).cloned(), report.table.get(2).cloned()) else {
@@ -124,6 +127,19 @@ pub fn inspect(path: &Path, progress: bool) -> Result<Report> {
                 report.cmdline = Some(c.trim_end().to_string());
             } else {
                 warnings.push("the boot partition has no cmdline.txt".into());
+            }
+            let archive = firstboot_agent::packages::ARCHIVE_NAME;
+            if let Some(archive_bytes) = boot.file_size(archive)? {
+                let listed = boot.read_with(archive, |r| {
+                    firstboot_agent::packages::read_tar(r, Path::new(archive), &mut |_, _| Ok(()))
+                })?;
+                match listed {
+                    Some(Ok(members)) => {
+                        report.packages = Some(crate::carry::summarize(&members, archive_bytes))
+                    }
+                    Some(Err(e)) => warnings.push(format!("carried packages: {e}")),
+                    None => {}
+                }
             }
             if let Some(text) = boot.read(BOOT_CONFIG_NAME)? {
                 match ClusterConfig::parse(
@@ -216,6 +232,17 @@ pub fn run(path: &Path, json: bool) -> anyhow::Result<()> {
             println!("brick partition: deferred, laid out by the agent at first boot from the real card size")
         }
         None => println!("brick partition: none (not a cluster image)"),
+    }
+    match &r.packages {
+        Some(p) => println!(
+            "packages for an offline first boot: {} .deb files, {} ({} bytes) in {}; installed from {}",
+            p.count,
+            human(p.bytes),
+            p.bytes,
+            p.archive,
+            p.install_dir.display()
+        ),
+        None => println!("packages for an offline first boot: none (first boot installs them with apt)"),
     }
     println!("boot files:");
     for e in &r.boot_files {

@@ -5,6 +5,7 @@ pub mod blockdev;
 pub mod bmap;
 pub mod bootfs;
 pub mod build;
+pub mod carry;
 pub mod cmdline;
 pub mod elf;
 pub mod error;

@@ -153,6 +153,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         wifi,
         key_out: args.key_out,
         key_file: args.key_file,
+        packages: args.packages,
         force: args.force,
         progress: !args.json,
     };
@@ -203,6 +204,15 @@ fn run_build(args: BuildArgs) -> Result<()> {
             "cluster {:?} id {}, {} nodes",
             summary.cluster_name, summary.cluster_id, summary.nodes
         );
+        if let Some(p) = &summary.packages {
+            println!(
+                "packages: {} .deb files ({}) carried in {} on the boot partition; installed at first boot from {}",
+                p.count,
+                size::human(p.bytes),
+                p.archive,
+                p.install_dir.display()
+            );
+        }
         if let Some(k) = &summary.key_file {
             println!("cluster key saved in {} (mode 0600): keep it; --key-file {} makes a replacement card for this cluster", k.display(), k.display());
         }

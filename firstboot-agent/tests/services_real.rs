@@ -20,6 +20,9 @@ D=$!
 # Poll (with a deadline) until both sockets exist.
 i=0
 while [ $i -lt 300 ] && ! { [ -S /run/docker.sock ] && [ -S /run/glusterd.socket ]; }; do i=$((i+1)); sleep 0.1; done
+# glusterd creates its socket before it answers: in the lab, daemons answer before the agent starts. Poll (deadline).
+i=0
+while [ $i -lt 120 ] && ! gluster --mode=script --timeout=5 pool list >/dev/null 2>&1; do i=$((i+1)); sleep 0.5; done
 "$AGENT" --config "$W/cluster.toml" ensure-services --json > "$W/up.json" 2> "$W/up.err"
 echo $? > "$W/up.rc"
 kill $D

@@ -542,8 +542,30 @@ fn case_4(lab: &Lab, rows: &mut Vec<CaseRow>) {
         for n in NODES {
             anyhow::ensure!(volume_id(lab, n)? == vol, "{n}: another volume id");
         }
-        let m = manager_among(lab, &NODES)?;
-        anyhow::ensure!(swarm_id(lab, &m)? == swarm, "another swarm id");
+        // Every manager must name the Swarm it had before the power cut (a manager that has just restarted may
+        // not answer yet: wait for it, with a deadline; the ids seen are reported when it passes).
+        wait_until(
+            Duration::from_secs(90),
+            "every manager to name the old swarm id",
+            || {
+                let mut seen = Vec::new();
+                for n in NODES {
+                    if is_manager(lab, n) {
+                        let id = swarm_id(lab, n).unwrap_or_default();
+                        anyhow::ensure!(
+                            id.is_empty() || id == swarm,
+                            "{n}: another swarm id {id} (was {swarm})"
+                        );
+                        seen.push((n, id));
+                    }
+                }
+                anyhow::ensure!(
+                    seen.len() >= 3 && seen.iter().all(|(_, id)| *id == swarm),
+                    "managers and their swarm ids: {seen:?} (want at least 3 naming {swarm})"
+                );
+                Ok(true)
+            },
+        )?;
         check_data(lab, &wl.attempts(lab)?, &NODES, &mut row)
     })();
     finish(&mut row, r, t);

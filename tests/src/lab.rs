@@ -314,6 +314,37 @@ impl Lab {
         check(format!("{node}: {}", cmd.join(" ")), out)
     }
 
+    /// Runs `gluster ARGS...` inside `node` and returns its output; while glusterd answers with a cluster-lock
+    /// conflict ("Locking failed", "Another transaction is in progress": every agent reads `volume status` every few
+    /// seconds, and that command takes the volume's lock on all peers) it asks again, for at most 60 s.
+    pub fn gluster_ok(&self, node: &str, args: &[&str]) -> Result<String> {
+        let mut cmd = vec!["gluster"];
+        cmd.extend_from_slice(args);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.exec(node, &cmd)?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let conflict = ["Locking failed", "Another transaction is in progress"]
+                .iter()
+                .any(|m| text.contains(m));
+            if !conflict || Instant::now() >= deadline {
+                if conflict {
+                    return Err(LabError::Timeout {
+                        what: format!("{node}: gluster {} without a lock conflict", args.join(" ")),
+                        waited: Duration::from_secs(60),
+                        last_error: Some(text),
+                    });
+                }
+                return check(format!("{node}: gluster {}", args.join(" ")), out);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Runs a bash script inside `node`; fails unless it exits 0; returns its standard output.
     pub fn sh(&self, node: &str, script: &str) -> Result<String> {
         self.exec_ok(node, &["bash", "-c", script])

@@ -191,7 +191,7 @@ fn four_nodes_form_one_cluster_and_survive_restarts() {
         );
     }
     let vstatus = lab
-        .exec_ok("node3", &["gluster", "--xml", "volume", "status", "shared"])
+        .gluster_ok("node3", &["--xml", "volume", "status", "shared"])
         .unwrap();
     assert_eq!(
         vstatus.matches("<status>1</status>").count()

@@ -332,8 +332,7 @@ zc.close()
         Duration::from_secs(60),
         "node2 back in the pool of 3 with its brick online and the volume mounted",
         || {
-            let status =
-                lab.exec_ok("node1", &["gluster", "--xml", "volume", "status", "shared"])?;
+            let status = lab.gluster_ok("node1", &["--xml", "volume", "status", "shared"])?;
             let online = status.matches("<status>1</status>").count();
             Ok(connected_peers(&lab, "node1")? == 3
             && online >= 6 // 3 bricks + 3 self-heal daemons

@@ -114,6 +114,8 @@ struct Agent {
     swarm_task: Option<tokio::task::JoinHandle<()>>,
     announcement: Arc<RwLock<Announcement>>,
     heal_kicker: HealKicker,
+    /// Full heals still owed after this node changed the volume's bricks.
+    follow_up_heals: FollowUpHeals,
     /// Since when each disconnected pool member (by Gluster UUID) has been seen disconnected, without a break.
     pool_down_since: BTreeMap<String, Instant>,
     /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
@@ -133,7 +135,13 @@ pub async fn run(
     )));
     let shared = Arc::new(Shared {
         status: RwLock::new(initial_status(&config, &identity)),
-        summary: RwLock::new(NodeSummary::default()),
+        // Name and id from the start: the page shows who this is while packages install, before the first reading.
+        summary: RwLock::new(NodeSummary {
+            node_id: identity.node_id.clone(),
+            hostname: identity.hostname.clone(),
+            version: VERSION.into(),
+            ..NodeSummary::default()
+        }),
         tokens: RwLock::new(None),
         verifier: Verifier::new(key.clone()),
         observed: Default::default(), // status page (issue 5)
@@ -159,6 +167,11 @@ pub async fn run(
         port = config.agent.api_port,
         "agent started"
     );
+    // systemd (Type=notify): the service is up once the status page serves; formation goes on in the background,
+    // so boot does not wait for packages or peers.
+    if let Err(e) = crate::notify::ready() {
+        tracing::warn!("cannot tell systemd the agent is ready: {e}");
+    }
 
     let addr = loop {
         if let Some(a) = options.address.or_else(lan_address) {
@@ -184,6 +197,7 @@ pub async fn run(
         backoff: Backoff::default(),
         swarm_task: None,
         heal_kicker: HealKicker::default(),
+        follow_up_heals: FollowUpHeals::default(),
         pool_down_since: BTreeMap::new(),
         swarm_down_since: BTreeMap::new(),
         announcement: Arc::new(RwLock::new(Announcement {
@@ -293,6 +307,7 @@ impl Agent {
             }
         }
         log.set_detail(detail);
+        let _ = crate::notify::status(&format!("{}: {detail}", to.as_str()));
     }
 
     fn set_detail(&self, detail: String) {
@@ -602,6 +617,17 @@ impl Agent {
                 });
             }
         }
+        if let Some(vol) = me.volume.as_ref().filter(|v| v.started) {
+            if self.follow_up_heals.take_due(Instant::now()) {
+                let (gluster, name) = (self.gluster.clone(), vol.name.clone());
+                tokio::spawn(async move {
+                    match full_heal_with_retries(&gluster, &name).await {
+                        Ok(()) => tracing::info!("follow-up full heal of {name} started"),
+                        Err(e) => tracing::warn!("follow-up full heal of {name} not started: {e}"),
+                    }
+                });
+            }
+        }
         self.spawn_swarm_actions(p.swarm_actions).await;
         for action in p.actions {
             if !self.backoff.due(&action) {
@@ -724,12 +750,8 @@ impl Agent {
     /// Asks for a full heal after a brick was added or replaced. glusterd refuses while the self-heal daemons
     /// reconnect to the new brick or another transaction holds the volume: a few tries, 2 s apart.
     async fn full_heal(&self, vol: &str) {
-        for attempt in 1..=8 {
-            match self.gluster.heal_start(vol, true).await {
-                Ok(()) => return,
-                Err(e) if attempt == 8 => tracing::warn!("full heal of {vol} not started: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
-            }
+        if let Err(e) = full_heal_with_retries(&self.gluster, vol).await {
+            tracing::warn!("full heal of {vol} not started: {e}");
         }
     }
 
@@ -771,6 +793,7 @@ impl Agent {
                 self.gluster.replace_brick(&vol, old, new).await?;
                 // Self-heal fills the new brick; a full heal makes sure it starts at once.
                 self.full_heal(&vol).await;
+                self.follow_up_heals.brick_change(Instant::now());
             }
             Action::Detach(host) => {
                 if let Err(e) = self.gluster.peer_detach(host, false).await {
@@ -784,6 +807,10 @@ impl Agent {
                     .await?;
                 // A raised replica count marks nothing pending for the new brick: only a full crawl fills it.
                 self.full_heal(&vol).await;
+                // Files being written while the clients switch to the new brick list can end up shorter (often
+                // empty) on the new brick with no pending mark, so no index heal ever looks at them. A full crawl
+                // compares sizes and heals from the largest copy: run it again once every client has switched.
+                self.follow_up_heals.brick_change(Instant::now());
             }
             Action::Mount(servers) => {
                 let mp = self.config.storage.mount_point.clone();
@@ -1065,6 +1092,50 @@ impl HealKicker {
     }
 }
 
+/// Starts a full heal (`gluster volume heal VOL full`), asking again every 2 s up to 8 times: glusterd refuses
+/// while a self-heal daemon cannot reach every brick yet.
+async fn full_heal_with_retries(
+    gluster: &Gluster,
+    vol: &str,
+) -> Result<(), crate::gluster::GlusterError> {
+    let mut attempt = 1;
+    loop {
+        match gluster.heal_start(vol, true).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt == 8 => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+        attempt += 1;
+    }
+}
+
+/// Full heals owed after a brick change (add-brick, replace-brick) done by this node, at
+/// [`FollowUpHeals::AFTER`] past the change. Found by the fault suite (case 1): a file open for writing while the
+/// clients switch to the new brick list stays short on the new brick, with no pending mark for index heals; a full
+/// crawl sees the size mismatch and heals it from the largest copy.
+#[derive(Debug, Default)]
+struct FollowUpHeals {
+    /// When each owed heal is due, earliest first.
+    due: Vec<Instant>,
+}
+
+impl FollowUpHeals {
+    /// Delays after a brick change: one when every client has switched, one later for slow clients.
+    const AFTER: [Duration; 2] = [Duration::from_secs(45), Duration::from_secs(240)];
+
+    /// Records a brick change at `now`; heals owed for an earlier change are replaced.
+    fn brick_change(&mut self, now: Instant) {
+        self.due = Self::AFTER.iter().map(|d| now + *d).collect();
+    }
+
+    /// Whether a heal is due at `now`; consumes every owed heal that is due (several due at once make one heal).
+    fn take_due(&mut self, now: Instant) -> bool {
+        let before = self.due.len();
+        self.due.retain(|t| *t > now);
+        self.due.len() != before
+    }
+}
+
 /// Exponential back-off per failing action (250 ms doubling up to 15 s), so a step that keeps failing (an
 /// unreachable peer, a busy glusterd) is retried without hammering; success clears it.
 #[derive(Clone, Default)]
@@ -1234,5 +1305,27 @@ mod tests {
         let mut k = HealKicker::default();
         k.due(&set(&["a"]), false, s(0));
         assert!(!k.due(&set(&["a", "b"]), false, s(1)));
+    }
+
+    #[test]
+    fn a_brick_change_owes_two_full_heals_each_taken_once() {
+        let mut h = FollowUpHeals::default();
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        assert!(!h.take_due(s(0)), "nothing owed before a change");
+        h.brick_change(s(0));
+        assert!(!h.take_due(s(10)));
+        assert!(h.take_due(s(46)), "first heal after 45 s");
+        assert!(!h.take_due(s(47)), "taken once");
+        assert!(h.take_due(s(241)), "second heal after 240 s");
+        assert!(!h.take_due(s(1000)));
+        // Two due at once make one heal; a new change replaces what was owed.
+        h.brick_change(s(0));
+        assert!(h.take_due(s(500)));
+        assert!(!h.take_due(s(501)));
+        h.brick_change(s(0));
+        h.brick_change(s(100));
+        assert!(!h.take_due(s(120)), "the first change's heal was replaced");
+        assert!(h.take_due(s(146)));
     }
 }

@@ -333,25 +333,14 @@ impl Docker {
         remote_managers: &[String],
         token: &str,
     ) -> Result<(), DockerError> {
-        match self.swarm_state().await?.local_state {
-            // An earlier join still runs in dockerd's background: wait for it (the caller retries later).
-            LocalNodeState::Pending => {
-                return Err(DockerError::Api {
-                    operation: "swarm join".into(),
-                    status: None,
-                    message:
-                        "an earlier join of this node is still in progress; asking again later"
-                            .into(),
-                });
-            }
-            // A join that failed half-way (seen on slow emulated Pis: "manager stopped: can't initialize raft
-            // node ... context deadline exceeded") leaves the node in state `error` for good, and every new join
-            // answers "already part of a swarm": leave, then join afresh.
-            LocalNodeState::Error => {
-                tracing::warn!("the swarm join of this node failed half-way (state error): leaving, joining again");
-                self.leave(true).await?;
-            }
-            _ => {}
+        // An earlier join still runs in dockerd's background: wait for it (the caller retries later).
+        if self.swarm_state().await?.local_state == LocalNodeState::Pending {
+            return Err(DockerError::Api {
+                operation: "swarm join".into(),
+                status: None,
+                message: "an earlier join of this node is still in progress; asking again later"
+                    .into(),
+            });
         }
         let request = SwarmJoinRequest {
             advertise_addr: Some(advertise_addr.to_string()),

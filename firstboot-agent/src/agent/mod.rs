@@ -116,6 +116,8 @@ struct Agent {
     heal_kicker: HealKicker,
     /// Full heals still owed after this node changed the volume's bricks.
     follow_up_heals: FollowUpHeals,
+    /// Set once a manager join of this node failed half-way: later joins use the worker token.
+    worker_join_only: Arc<std::sync::atomic::AtomicBool>,
     /// Since when each disconnected pool member (by Gluster UUID) has been seen disconnected, without a break.
     pool_down_since: BTreeMap<String, Instant>,
     /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
@@ -198,6 +200,7 @@ pub async fn run(
         swarm_task: None,
         heal_kicker: HealKicker::default(),
         follow_up_heals: FollowUpHeals::default(),
+        worker_join_only: Default::default(),
         pool_down_since: BTreeMap::new(),
         swarm_down_since: BTreeMap::new(),
         announcement: Arc::new(RwLock::new(Announcement {
@@ -731,13 +734,15 @@ impl Agent {
         let peers = self.peers.clone();
         let addr = self.addr;
         let backoff = self.backoff.clone();
+        let worker_join_only = self.worker_join_only.clone();
         self.swarm_task = Some(tokio::spawn(async move {
             for action in actions {
                 if !backoff.due(&action) {
                     continue;
                 }
                 tracing::info!(?action, "doing");
-                let result = swarm_action(&action, &docker, &client, &peers, addr).await;
+                let result =
+                    swarm_action(&action, &docker, &client, &peers, addr, &worker_join_only).await;
                 backoff.record(&action, result.is_ok());
                 if let Err(e) = result {
                     tracing::warn!(?action, "failed: {e:#}");
@@ -822,7 +827,15 @@ impl Agent {
             }
             other => {
                 let d = self.docker().await.context("dockerd does not answer")?;
-                swarm_action(other, &d, &self.client, &self.peers, self.addr).await?;
+                swarm_action(
+                    other,
+                    &d,
+                    &self.client,
+                    &self.peers,
+                    self.addr,
+                    &self.worker_join_only,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -1248,15 +1261,29 @@ async fn swarm_action(
     client: &PeerClient,
     peers: &PeerTable,
     addr: Ipv4Addr,
+    worker_join_only: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
     match action {
         Action::SwarmInit => {
             d.swarm_init(&addr.to_string(), SWARM_LISTEN).await?;
         }
         Action::SwarmJoin { via, manager } => {
+            if d.swarm_state().await?.local_state == LocalNodeState::Error {
+                // A manager join that failed half-way (seen on slow emulated Pis: "can't initialize raft node ...
+                // context deadline exceeded") leaves the node in state `error` for good, and every join answers
+                // "already part of a swarm". Leave, and join again as a worker: a worker join adds no Raft member
+                // (the step that timed out), and the Swarm leader promotes workers while managers are missing.
+                tracing::warn!(
+                    "this node's swarm join failed half-way: leaving, joining again as a worker"
+                );
+                d.leave(true).await?;
+                worker_join_only.store(true, Ordering::Relaxed);
+            }
+            let manager = *manager && !worker_join_only.load(Ordering::Relaxed);
             let peer = peers.get(via).context("the manager left the peer table")?;
             let a = peer.announcement;
-            let role = if *manager { "manager" } else { "worker" };
+            let role = if manager { "manager" } else { "worker" };
             let t = client
                 .join_token(SocketAddr::new(a.addr.into(), a.api_port), role)
                 .await?;

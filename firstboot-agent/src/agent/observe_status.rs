@@ -408,6 +408,7 @@ async fn volume_loop(shared: Arc<Shared>, volume: String) {
     let gluster = Gluster::new().with_timeout(Duration::from_secs(5));
     loop {
         let now = unix_now();
+        let reading_started = std::time::Instant::now();
         let report = match gluster.volume_info(&volume).await {
             Ok(Some(info)) => {
                 let status = if info.status == VolumeState::Started {
@@ -446,8 +447,15 @@ async fn volume_loop(shared: Arc<Shared>, volume: String) {
             }
         };
         shared.observed.write().expect("observed lock").volume = report;
-        tokio::time::sleep(DETAIL_PERIOD).await;
+        tokio::time::sleep(pause_after(reading_started.elapsed(), DETAIL_PERIOD)).await;
     }
+}
+
+/// The pause before the next reading: `period`, or four times what the last reading took when that is longer
+/// (capped at a minute). `volume status` takes a lock on every peer, so on slow or loaded hardware the agents'
+/// readings would otherwise keep the volume locked and make a user's `gluster` commands fail with "Locking failed".
+pub fn pause_after(reading: Duration, period: Duration) -> Duration {
+    (reading * 4).clamp(period, Duration::from_secs(60).max(period))
 }
 
 async fn heal_loop(shared: Arc<Shared>, volume: String) {
@@ -922,5 +930,21 @@ mod tests {
         assert_eq!(s.volume_detail.unwrap().heal_pending, Some(7));
         assert_eq!(s.formation.step, 10);
         assert_eq!(s.events.len(), MAX_EVENTS);
+    }
+
+    #[test]
+    fn slow_readings_space_the_next_ones_out() {
+        let ms = Duration::from_millis;
+        assert_eq!(pause_after(ms(100), ms(2000)), ms(2000), "fast: the period");
+        assert_eq!(
+            pause_after(ms(1500), ms(2000)),
+            ms(6000),
+            "slow: four times the reading"
+        );
+        assert_eq!(
+            pause_after(ms(40_000), ms(2000)),
+            ms(60_000),
+            "capped at a minute"
+        );
     }
 }

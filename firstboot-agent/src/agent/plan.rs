@@ -550,7 +550,10 @@ fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, Stri
                 actions,
             );
         }
-        if i_lead && ctx.peers.iter().all(|p| p.swarm.is_none()) {
+        // Only with more than half of the pool answering: a member restarting alone (its peers not yet heard
+        // again) is its own "leader" for a moment and must not start a second swarm (seen in fault case 1b).
+        let pool_heard = 2 * members.len() > me.pool.len();
+        if i_lead && pool_heard && ctx.peers.iter().all(|p| p.swarm.is_none()) {
             actions.push(Action::SwarmInit);
             return (false, "initialising the swarm".into(), actions);
         }
@@ -874,6 +877,29 @@ mod tests {
                 manager: false
             }]
         );
+    }
+
+    #[test]
+    fn a_member_restarting_alone_never_starts_a_second_swarm() {
+        // node 4 of a formed pool of 4 is back; its peers have not answered yet and its dockerd knows no swarm.
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        let mut me = nodes[3].clone();
+        me.node_id = "n0".into(); // smallest id: the pool leader among the members it hears (itself)
+        me.volume = Some(volume(&[1, 2, 3, 4], true));
+        me.mounted = true;
+        for m in me.pool.iter_mut() {
+            m.connected = m.hostname == "localhost";
+        }
+        let p = run(&me, &[]);
+        assert!(
+            !p.swarm_actions.contains(&Action::SwarmInit),
+            "{:?}",
+            p.swarm_actions
+        );
+        // With the pool answering (and no swarm anywhere yet), the leader does start one.
+        let p = run(&me, &nodes[..3]);
+        assert!(p.swarm_actions.contains(&Action::SwarmInit), "{p:?}");
     }
 
     #[test]

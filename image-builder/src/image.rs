@@ -99,6 +99,8 @@ pub fn read_table<F: Read + Seek>(file: &mut F, what: &str) -> Result<Table> {
         (sys, start, sectors)
     };
     if entry(0).0 == 0xee {
+        firstboot_agent::disk::table::check_gpt_headers(file, SECTOR)
+            .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
         file.seek(SeekFrom::Start(0))
             .ctx(|| format!("cannot read {what}"))?;
         let gpt = gptman::GPT::read_from(file, SECTOR).map_err(|e| {

@@ -105,6 +105,58 @@ impl TableInfo {
     }
 }
 
+/// Most partition entries a GPT may declare here (the UEFI default is 128).
+pub const GPT_MAX_ENTRIES: u32 = 1024;
+
+/// Checks the fields of both GPT headers (sector 1 and the last sector) that say where the partition entries are,
+/// before `gptman` reads them: it multiplies and allocates from them unchecked, so a crafted header made it
+/// overflow or ask for gigabytes (found by `ci/fuzz`, target partition_table). A header without the `EFI PART`
+/// signature is skipped (`gptman` rejects it). The error names the header and the field.
+pub fn check_gpt_headers<R: Read + Seek + ?Sized>(dev: &mut R, sector: u64) -> Result<(), String> {
+    let len = dev.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    let mut places = vec![("primary", sector)];
+    if len >= 2 * sector {
+        places.push(("backup", (len / sector - 1) * sector));
+    }
+    for (which, at) in places {
+        let mut h = [0u8; 92];
+        dev.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+        if dev.read_exact(&mut h).is_err() || &h[..8] != b"EFI PART" {
+            continue;
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
+        let entries_lba = u64::from_le_bytes(h[72..80].try_into().expect("8 bytes"));
+        let (count, size) = (u32_at(80), u32_at(84));
+        let bad = |what: String| {
+            Err(format!(
+                "the {which} GPT header (byte {at}) is implausible: {what}; the partition table is corrupt"
+            ))
+        };
+        if count > GPT_MAX_ENTRIES {
+            return bad(format!(
+                "{count} partition entries (at most {GPT_MAX_ENTRIES})"
+            ));
+        }
+        if !(128..=4096).contains(&size) || size % 128 != 0 {
+            return bad(format!(
+                "partition entries of {size} bytes (128 to 4096, a multiple of 128)"
+            ));
+        }
+        let end = entries_lba
+            .checked_mul(sector)
+            .and_then(|start| start.checked_add(u64::from(count) * u64::from(size)));
+        match end {
+            Some(end) if end <= len => {}
+            _ => {
+                return bad(format!(
+                    "its {count} entries at sector {entries_lba} end past the {len}-byte disk"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the table of a device (or image).
 pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> {
     let total_bytes = dev.seek(SeekFrom::End(0))?;
@@ -134,6 +186,7 @@ pub fn read_table<F: Read + Seek>(dev: &mut F) -> Result<TableInfo, TableError> 
         .iter()
         .any(|(_, p)| p.is_used() && p.sys == MBR_TYPE_GPT_PROTECTIVE);
     if protective {
+        check_gpt_headers(dev, SECTOR).map_err(TableError::Unexpected)?;
         dev.seek(SeekFrom::Start(0))?;
         let gpt = gptman::GPT::read_from(dev, SECTOR)?;
         if gpt.sector_size != SECTOR {
@@ -432,6 +485,7 @@ pub fn write_table<F: Read + Write + Seek>(
             mbr.write_into(dev)?;
         }
         TableKind::Gpt => {
+            check_gpt_headers(dev, SECTOR).map_err(TableError::Unexpected)?;
             dev.seek(SeekFrom::Start(0))?;
             let mut gpt = gptman::GPT::read_from(dev, SECTOR)?;
             gpt.header.update_from(dev, SECTOR)?;
@@ -471,6 +525,41 @@ mod tests {
 
     const MIB: u64 = 2048;
     const GIB: u64 = 1024 * MIB;
+
+    /// A 1 MiB disk whose primary GPT header says `count` entries of `size` bytes at sector `lba`.
+    fn disk_with_gpt_header(lba: u64, count: u32, size: u32) -> std::io::Cursor<Vec<u8>> {
+        let mut d = vec![0u8; 1 << 20];
+        let h = &mut d[512..604];
+        h[..8].copy_from_slice(b"EFI PART");
+        h[72..80].copy_from_slice(&lba.to_le_bytes());
+        h[80..84].copy_from_slice(&count.to_le_bytes());
+        h[84..88].copy_from_slice(&size.to_le_bytes());
+        std::io::Cursor::new(d)
+    }
+
+    #[test]
+    fn implausible_gpt_headers_are_refused_before_gptman_reads_them() {
+        assert_eq!(
+            check_gpt_headers(&mut disk_with_gpt_header(2, 128, 128), SECTOR),
+            Ok(())
+        );
+        // ci/fuzz's partition_table crash: an entry array sector that overflows when multiplied by 512.
+        let e = check_gpt_headers(&mut disk_with_gpt_header(u64::MAX / 4, 128, 128), SECTOR)
+            .unwrap_err();
+        assert!(
+            e.contains("primary GPT header") && e.contains("end past"),
+            "{e}"
+        );
+        let e = check_gpt_headers(&mut disk_with_gpt_header(2, u32::MAX, 128), SECTOR).unwrap_err();
+        assert!(e.contains("partition entries (at most 1024)"), "{e}");
+        let e = check_gpt_headers(&mut disk_with_gpt_header(2, 128, 7), SECTOR).unwrap_err();
+        assert!(e.contains("entries of 7 bytes"), "{e}");
+        let e = check_gpt_headers(&mut disk_with_gpt_header(2040, 128, 128), SECTOR).unwrap_err();
+        assert!(e.contains("end past the 1048576-byte disk"), "{e}");
+        // No signature: left to gptman, which refuses it.
+        let mut blank = std::io::Cursor::new(vec![0u8; 4096]);
+        assert_eq!(check_gpt_headers(&mut blank, SECTOR), Ok(()));
+    }
 
     /// A sparse file standing for a card.
     fn card(total_sectors: u64) -> std::fs::File {

@@ -383,8 +383,11 @@ fn docker_socket() -> PathBuf {
 
 /// How often the volume and the swarm are read.
 pub const DETAIL_PERIOD: Duration = Duration::from_secs(2);
-/// How often the heal backlog is read (it walks every brick's index, so less often).
-pub const HEAL_PERIOD: Duration = Duration::from_secs(5);
+/// How often the volume is read (`volume status` takes the volume's lock on every peer, and every agent reads it:
+/// more often would keep the volume locked a good part of the time and fail users' `gluster` commands).
+pub const VOLUME_PERIOD: Duration = Duration::from_secs(5);
+/// How often the heal backlog is read (it walks every brick's index and takes the volume's lock, so less often).
+pub const HEAL_PERIOD: Duration = Duration::from_secs(10);
 /// How often events are derived.
 pub const EVENT_PERIOD: Duration = Duration::from_millis(500);
 /// How often every peer's agent is probed (`GET /healthz`).
@@ -447,7 +450,7 @@ async fn volume_loop(shared: Arc<Shared>, volume: String) {
             }
         };
         shared.observed.write().expect("observed lock").volume = report;
-        tokio::time::sleep(pause_after(reading_started.elapsed(), DETAIL_PERIOD)).await;
+        tokio::time::sleep(pause_after(reading_started.elapsed(), VOLUME_PERIOD)).await;
     }
 }
 

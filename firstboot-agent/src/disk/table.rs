@@ -109,9 +109,10 @@ impl TableInfo {
 pub const GPT_MAX_ENTRIES: u32 = 1024;
 
 /// Checks the fields of both GPT headers (sector 1 and the last sector) that say where the partition entries are,
-/// before `gptman` reads them: it multiplies and allocates from them unchecked, so a crafted header made it
-/// overflow or ask for gigabytes (found by `ci/fuzz`, target partition_table). A header without the `EFI PART`
-/// signature is skipped (`gptman` rejects it). The error names the header and the field.
+/// and that no used entry starts at sector 0, before `gptman` reads them: it multiplies and allocates from those
+/// fields unchecked and searches an alignment that does not exist for a partition at 0, so crafted tables made it
+/// overflow, ask for gigabytes or panic (found by `ci/fuzz`, target partition_table). A header without the
+/// `EFI PART` signature is skipped (`gptman` rejects it). The error names the header and the field.
 pub fn check_gpt_headers<R: Read + Seek + ?Sized>(dev: &mut R, sector: u64) -> Result<(), String> {
     let len = dev.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
     let mut places = vec![("primary", sector)];
@@ -151,6 +152,20 @@ pub fn check_gpt_headers<R: Read + Seek + ?Sized>(dev: &mut R, sector: u64) -> R
                 return bad(format!(
                     "its {count} entries at sector {entries_lba} end past the {len}-byte disk"
                 ))
+            }
+        }
+        // A used entry starting at sector 0 (over the MBR) makes gptman's alignment search panic (ci/fuzz).
+        let mut entry = vec![0u8; size as usize];
+        for i in 0..u64::from(count) {
+            dev.seek(SeekFrom::Start(entries_lba * sector + i * u64::from(size)))
+                .map_err(|e| e.to_string())?;
+            dev.read_exact(&mut entry).map_err(|e| e.to_string())?;
+            let used = entry[..16].iter().any(|b| *b != 0);
+            if used && u64::from_le_bytes(entry[32..40].try_into().expect("8 bytes")) == 0 {
+                return bad(format!(
+                    "partition entry {} starts at sector 0, over the partition table itself",
+                    i + 1
+                ));
             }
         }
     }
@@ -556,6 +571,11 @@ mod tests {
         assert!(e.contains("entries of 7 bytes"), "{e}");
         let e = check_gpt_headers(&mut disk_with_gpt_header(2040, 128, 128), SECTOR).unwrap_err();
         assert!(e.contains("end past the 1048576-byte disk"), "{e}");
+        // A used entry (type GUID set) starting at sector 0: the second ci/fuzz crash (gptman's alignment search).
+        let mut d = disk_with_gpt_header(2, 128, 128);
+        d.get_mut()[1024] = 0xaf;
+        let e = check_gpt_headers(&mut d, SECTOR).unwrap_err();
+        assert!(e.contains("entry 1 starts at sector 0"), "{e}");
         // No signature: left to gptman, which refuses it.
         let mut blank = std::io::Cursor::new(vec![0u8; 4096]);
         assert_eq!(check_gpt_headers(&mut blank, SECTOR), Ok(()));

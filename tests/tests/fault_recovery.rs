@@ -217,32 +217,11 @@ fn wait_acks(lab: &Lab, wl: &Workload, after: f64, n: usize) -> anyhow::Result<(
 /// Entries waiting for heal on every brick, from the bricks' own index counts
 /// (`gluster volume heal VOL statistics heal-count`). `heal info` is not used here: its glfsheal client crawls and
 /// locks every entry and, in the loaded lab, hung for minutes while self-heal ran.
+/// Entries pending heal, summed over the bricks. `heal info` (as the fault suite reads it), not `statistics
+/// heal-count`: the latter takes the volume's lock on every peer and failed with "Locking failed" for minutes
+/// while the agents read the volume.
 fn heal_count(lab: &Lab, node: &str) -> anyhow::Result<u64> {
-    let out = lab.exec_ok(
-        node,
-        &[
-            "timeout",
-            "60",
-            "gluster",
-            "volume",
-            "heal",
-            VOL,
-            "statistics",
-            "heal-count",
-        ],
-    )?;
-    let counts: Vec<u64> = out
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Number of entries:"))
-        .map(|n| n.trim().parse::<u64>())
-        .collect::<Result<_, _>>()?;
-    anyhow::ensure!(
-        counts.len() == NODES.len(),
-        "heal-count answered for {} bricks, not {}: {out}",
-        counts.len(),
-        NODES.len()
-    );
-    Ok(counts.iter().sum())
+    workload::heal_pending(lab, node, VOL)
 }
 
 fn wait_heal(lab: &Lab, node: &str) -> anyhow::Result<f64> {

@@ -1125,7 +1125,8 @@ async fn full_heal_with_retries(
 /// Full heals owed after a brick change (add-brick, replace-brick) done by this node, at
 /// [`FollowUpHeals::AFTER`] past the change. Found by the fault suite (case 1): a file open for writing while the
 /// clients switch to the new brick list stays short on the new brick, with no pending mark for index heals; a full
-/// crawl sees the size mismatch and heals it from the largest copy.
+/// crawl sees the size mismatch and heals it from the largest copy. It does not create a name missing on the new
+/// brick without an entry-pending mark on its directory (fault case 1a): that is still open.
 #[derive(Debug, Default)]
 struct FollowUpHeals {
     /// When each owed heal is due, earliest first.

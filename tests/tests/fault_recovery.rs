@@ -328,27 +328,27 @@ fn node4_returns(
     Ok(())
 }
 
-/// Case 1a: node4 killed before any pool exists.
-fn case_1a(lab: &Lab, rows: &mut Vec<CaseRow>) {
+/// Case 1, both variants: `kill_node4` kills node4 at its moment (adding notes) and returns when it did; the other
+/// three must form, take writes, and grow the volume when node4 returns.
+fn case_1(
+    lab: &Lab,
+    rows: &mut Vec<CaseRow>,
+    case: &str,
+    tag: &str,
+    kill_node4: impl FnOnce(&mut Vec<String>) -> anyhow::Result<Instant>,
+) {
     let t = Instant::now();
     let mut row = CaseRow {
-        case: "1a node4 killed before the pool".into(),
+        case: case.into(),
         ..Default::default()
     };
     let mut notes = Vec::new();
     let wl = Workload {
-        tag: "c1a".into(),
+        tag: tag.into(),
         nodes: vec!["node1".into(), "node2".into(), "node3".into()],
     };
     let r = (|| -> anyhow::Result<()> {
-        lab.kill("node4")?;
-        let peers = lab.state_dir().join("node4/fs/glusterd/peers");
-        let known = std::fs::read_dir(&peers).map(|d| d.count()).unwrap_or(0);
-        anyhow::ensure!(
-            known == 0,
-            "node4 was already in a pool when it was killed ({known} peers): the case did not happen"
-        );
-        let killed = Instant::now();
+        let killed = kill_node4(&mut notes)?;
         wait_steady(lab, &NODES[..3], false, FORM_TIMEOUT)?;
         notes.push(format!(
             "3 formed {:.0} s after the kill",
@@ -362,19 +362,23 @@ fn case_1a(lab: &Lab, rows: &mut Vec<CaseRow>) {
     rows.push(row);
 }
 
+/// Case 1a: node4 killed before any pool exists.
+fn case_1a(lab: &Lab, rows: &mut Vec<CaseRow>) {
+    case_1(lab, rows, "1a node4 killed before the pool", "c1a", |_| {
+        lab.kill("node4")?;
+        let peers = lab.state_dir().join("node4/fs/glusterd/peers");
+        let known = std::fs::read_dir(&peers).map(|d| d.count()).unwrap_or(0);
+        anyhow::ensure!(
+            known == 0,
+            "node4 was already in a pool when it was killed ({known} peers): the case did not happen"
+        );
+        Ok(Instant::now())
+    });
+}
+
 /// Case 1b (its own lab): node4 killed as soon as it is in the pool.
 fn case_1b(lab: &Lab, rows: &mut Vec<CaseRow>) {
-    let t = Instant::now();
-    let mut row = CaseRow {
-        case: "1b node4 killed in the pool".into(),
-        ..Default::default()
-    };
-    let mut notes = Vec::new();
-    let wl = Workload {
-        tag: "c1b".into(),
-        nodes: vec!["node1".into(), "node2".into(), "node3".into()],
-    };
-    let r = (|| -> anyhow::Result<()> {
+    case_1(lab, rows, "1b node4 killed in the pool", "c1b", |notes| {
         // node4's glusterd records its pool peers on its card's state (visible from the host): kill it the moment
         // the first one appears.
         let peers = lab.state_dir().join("node4/fs/glusterd/peers");
@@ -395,17 +399,8 @@ fn case_1b(lab: &Lab, rows: &mut Vec<CaseRow>) {
         });
         let swarm_at_kill = docker_info(lab, "node1", "{{.Swarm.LocalNodeState}}")?;
         notes.push(format!("node1 swarm state at the kill: {swarm_at_kill}"));
-        wait_steady(lab, &NODES[..3], false, FORM_TIMEOUT)?;
-        notes.push(format!(
-            "3 formed {:.0} s after the kill",
-            killed.elapsed().as_secs_f64()
-        ));
-        Workload::start(lab, &wl.tag, &NODES[..3], INTERVAL_MS, FILE_SIZE)?;
-        node4_returns(lab, &wl, &mut row, &mut notes)
-    })();
-    let _ = wl.stop(lab);
-    finish(&mut row, r, t, &notes);
-    rows.push(row);
+        Ok(killed)
+    });
 }
 
 /// Case 7: kill -9 of glusterd and dockerd on node2, then of the agent on node3.

@@ -525,8 +525,18 @@ fn case_4(lab: &Lab, rows: &mut Vec<CaseRow>) {
     };
     let r = (|| -> anyhow::Result<()> {
         let vol = volume_id(lab, "node1")?;
-        let m = manager_among(lab, &NODES)?;
-        let swarm = swarm_id(lab, &m)?;
+        // Right after case 5's splits end, the managers may still be electing a leader: `docker info` then shows
+        // no cluster id. Wait until a manager names one before the cut.
+        let mut swarm = String::new();
+        wait_until(
+            Duration::from_secs(90),
+            "a manager to name the swarm id before the power cut",
+            || {
+                let m = manager_among(lab, &NODES)?;
+                swarm = swarm_id(lab, &m)?;
+                Ok(!swarm.is_empty())
+            },
+        )?;
         let wl = Workload::start(lab, "c4", &NODES, INTERVAL_MS, FILE_SIZE)?;
         wait_acks(lab, &wl, 0.0, 20, Duration::from_secs(60))?;
         for n in NODES {

@@ -68,14 +68,26 @@ fn volume_id(lab: &Lab, node: &str) -> String {
     between(&xml, "<id>", "</id>").to_string()
 }
 
+/// The swarm's cluster id as a manager names it. A manager shows none while the managers elect a leader (after
+/// a restart, say): wait for one, with a deadline.
 fn swarm_id(lab: &Lab, node: &str) -> String {
-    lab.exec_ok(
-        node,
-        &["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"],
+    let mut id = String::new();
+    wait_until(
+        Duration::from_secs(90),
+        &format!("{node} to name its swarm's id"),
+        || {
+            id = lab
+                .exec_ok(
+                    node,
+                    &["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"],
+                )?
+                .trim()
+                .to_string();
+            Ok(!id.is_empty())
+        },
     )
-    .unwrap()
-    .trim()
-    .to_string()
+    .unwrap();
+    id
 }
 
 fn pool_uuids(lab: &Lab, node: &str) -> Vec<String> {

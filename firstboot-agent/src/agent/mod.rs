@@ -623,10 +623,26 @@ impl Agent {
         if let Some(vol) = me.volume.as_ref().filter(|v| v.started) {
             if self.follow_up_heals.take_due(Instant::now()) {
                 let (gluster, name) = (self.gluster.clone(), vol.name.clone());
+                let mount_point = self.config.storage.mount_point.clone();
                 tokio::spawn(async move {
                     match full_heal_with_retries(&gluster, &name).await {
                         Ok(()) => tracing::info!("follow-up full heal of {name} started"),
                         Err(e) => tracing::warn!("follow-up full heal of {name} not started: {e}"),
+                    }
+                    // A full heal does not create a name missing on the new brick without a pending mark on
+                    // its directory; a lookup through the mount does.
+                    let crawl = tokio::task::spawn_blocking(move || {
+                        mount::lookup_crawl(&mount_point, FollowUpHeals::CRAWL_LIMIT)
+                    })
+                    .await;
+                    match crawl {
+                        Ok(stats) => tracing::info!(
+                            entries = stats.entries,
+                            errors = stats.errors,
+                            truncated = stats.truncated,
+                            "follow-up lookup crawl of {name} done"
+                        ),
+                        Err(e) => tracing::warn!("follow-up lookup crawl of {name} failed: {e}"),
                     }
                 });
             }
@@ -1126,7 +1142,8 @@ async fn full_heal_with_retries(
 /// [`FollowUpHeals::AFTER`] past the change. Found by the fault suite (case 1): a file open for writing while the
 /// clients switch to the new brick list stays short on the new brick, with no pending mark for index heals; a full
 /// crawl sees the size mismatch and heals it from the largest copy. It does not create a name missing on the new
-/// brick without an entry-pending mark on its directory (fault case 1a): that is still open.
+/// brick without an entry-pending mark on its directory (fault case 1a): a lookup crawl of the mount, run after
+/// each follow-up heal, does.
 #[derive(Debug, Default)]
 struct FollowUpHeals {
     /// When each owed heal is due, earliest first.
@@ -1136,6 +1153,8 @@ struct FollowUpHeals {
 impl FollowUpHeals {
     /// Delays after a brick change: one when every client has switched, one later for slow clients.
     const AFTER: [Duration; 2] = [Duration::from_secs(45), Duration::from_secs(240)];
+    /// Most names one lookup crawl of the mount looks at (a card's volume of small files stays well below).
+    const CRAWL_LIMIT: u64 = 2_000_000;
 
     /// Records a brick change at `now`; heals owed for an earlier change are replaced.
     fn brick_change(&mut self, now: Instant) {

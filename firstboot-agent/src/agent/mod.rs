@@ -38,7 +38,7 @@ use anyhow::Context;
 use plan::{Action, Ctx, SwarmNodeView, MOUNT_LABEL};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -623,17 +623,19 @@ impl Agent {
         if let Some(vol) = me.volume.as_ref().filter(|v| v.started) {
             if self.follow_up_heals.take_due(Instant::now()) {
                 let (gluster, name) = (self.gluster.clone(), vol.name.clone());
-                let mount_point = self.config.storage.mount_point.clone();
                 tokio::spawn(async move {
                     match full_heal_with_retries(&gluster, &name).await {
                         Ok(()) => tracing::info!("follow-up full heal of {name} started"),
                         Err(e) => tracing::warn!("follow-up full heal of {name} not started: {e}"),
                     }
                     // A full heal does not create a name missing on the new brick without a pending mark on
-                    // its directory; a lookup through the mount does.
-                    let crawl = tokio::task::spawn_blocking(move || {
-                        mount::lookup_crawl(&mount_point, FollowUpHeals::CRAWL_LIMIT)
-                    })
+                    // its directory; a lookup through a fresh mount does.
+                    let crawl = mount::lookup_crawl_volume(
+                        "localhost",
+                        &name,
+                        Path::new(FollowUpHeals::CRAWL_MOUNT),
+                        FollowUpHeals::CRAWL_LIMIT,
+                    )
                     .await;
                     match crawl {
                         Ok(stats) => tracing::info!(
@@ -860,7 +862,7 @@ impl Agent {
     fn publish_status(&self) {
         let me = self.shared.summary.read().expect("summary lock").clone();
         let now = unix_now();
-        let (phase, detail, records) = {
+        let (phase, mut detail, records) = {
             let log = self.log.read().expect("log lock");
             (
                 log.current(),
@@ -933,10 +935,16 @@ impl Agent {
                     .all(|n| n.up && n.mount_ok && n.swarm_role != "none")
                     && present >= self.config.cluster.nodes
                     && me.pool.iter().all(|m| m.connected);
-                if all_good {
-                    Health::Healthy
-                } else {
+                if !all_good {
                     Health::Degraded
+                } else if let Some(left) = self.follow_up_heals.settling(Instant::now()) {
+                    detail = format!(
+                        "filling the new brick: heals and lookups of every name for {} s more",
+                        left.as_secs().max(1)
+                    );
+                    Health::Degraded
+                } else {
+                    Health::Healthy
                 }
             }
             _ => Health::Forming,
@@ -1142,23 +1150,43 @@ async fn full_heal_with_retries(
 /// [`FollowUpHeals::AFTER`] past the change. Found by the fault suite (case 1): a file open for writing while the
 /// clients switch to the new brick list stays short on the new brick, with no pending mark for index heals; a full
 /// crawl sees the size mismatch and heals it from the largest copy. It does not create a name missing on the new
-/// brick without an entry-pending mark on its directory (fault case 1a): a lookup crawl of the mount, run after
-/// each follow-up heal, does.
+/// brick without an entry-pending mark on its directory (fault case 1a): a lookup crawl of a fresh mount, run
+/// after each follow-up heal, does. Until [`FollowUpHeals::SETTLED_AFTER`] past the change the node reports the
+/// cluster degraded: a read may meet a short copy on the new brick until the follow-ups have run.
 #[derive(Debug, Default)]
 struct FollowUpHeals {
     /// When each owed heal is due, earliest first.
     due: Vec<Instant>,
+    /// When the last brick change was done by this node.
+    changed_at: Option<Instant>,
 }
 
 impl FollowUpHeals {
-    /// Delays after a brick change: one when every client has switched, one later for slow clients.
-    const AFTER: [Duration; 2] = [Duration::from_secs(45), Duration::from_secs(240)];
+    /// Delays after a brick change: one soon after the clients switch, one when every client has switched, one
+    /// later for slow clients.
+    const AFTER: [Duration; 3] = [
+        Duration::from_secs(10),
+        Duration::from_secs(45),
+        Duration::from_secs(240),
+    ];
+    /// How long after a brick change the node says the cluster is still settling (degraded): the second
+    /// follow-up and time for its heal and lookup crawl.
+    const SETTLED_AFTER: Duration = Duration::from_secs(75);
     /// Most names one lookup crawl of the mount looks at (a card's volume of small files stays well below).
     const CRAWL_LIMIT: u64 = 2_000_000;
+    /// Where the lookup crawl mounts the volume (private to the agent, in the run-time directory).
+    const CRAWL_MOUNT: &'static str = "/run/picluster/crawl";
 
     /// Records a brick change at `now`; heals owed for an earlier change are replaced.
     fn brick_change(&mut self, now: Instant) {
         self.due = Self::AFTER.iter().map(|d| now + *d).collect();
+        self.changed_at = Some(now);
+    }
+
+    /// How long the last brick change still settles at `now` (`None`: settled, or no change).
+    fn settling(&self, now: Instant) -> Option<Duration> {
+        let until = self.changed_at? + Self::SETTLED_AFTER;
+        (now < until).then(|| until - now)
     }
 
     /// Whether a heal is due at `now`; consumes every owed heal that is due (several due at once make one heal).
@@ -1355,16 +1383,22 @@ mod tests {
     }
 
     #[test]
-    fn a_brick_change_owes_two_full_heals_each_taken_once() {
+    fn a_brick_change_owes_three_full_heals_each_taken_once() {
         let mut h = FollowUpHeals::default();
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
         assert!(!h.take_due(s(0)), "nothing owed before a change");
+        assert_eq!(h.settling(s(0)), None, "no change, nothing settles");
         h.brick_change(s(0));
-        assert!(!h.take_due(s(10)));
-        assert!(h.take_due(s(46)), "first heal after 45 s");
+        assert_eq!(h.settling(s(5)), Some(Duration::from_secs(70)));
+        assert!(!h.take_due(s(9)));
+        assert!(h.take_due(s(11)), "first heal after 10 s");
+        assert!(!h.take_due(s(12)));
+        assert!(h.take_due(s(46)), "second heal after 45 s");
+        assert!(h.settling(s(74)).is_some());
+        assert_eq!(h.settling(s(75)), None, "settled after 75 s");
         assert!(!h.take_due(s(47)), "taken once");
-        assert!(h.take_due(s(241)), "second heal after 240 s");
+        assert!(h.take_due(s(241)), "third heal after 240 s");
         assert!(!h.take_due(s(1000)));
         // Two due at once make one heal; a new change replaces what was owed.
         h.brick_change(s(0));
@@ -1372,7 +1406,7 @@ mod tests {
         assert!(!h.take_due(s(501)));
         h.brick_change(s(0));
         h.brick_change(s(100));
-        assert!(!h.take_due(s(120)), "the first change's heal was replaced");
-        assert!(h.take_due(s(146)));
+        assert!(!h.take_due(s(105)), "the first change's heals were replaced");
+        assert!(h.take_due(s(111)));
     }
 }

@@ -506,8 +506,9 @@ pub struct CrawlStats {
 /// the replicate translator examine each name (`find MOUNT | xargs stat`). A lookup through the mount heals a
 /// name that exists on some bricks and is missing on others, even with no pending mark on its directory: after
 /// a raised replica count, a file created by a client still on the old brick list can be missing on the new
-/// brick, and neither index nor full heals create it. Stops after `limit` names. Blocking: run it on a blocking
-/// thread.
+/// brick, and neither index nor full heals create it. On a long-lived mount most names never reach Gluster
+/// (the kernel answers from the attributes `readdirplus` brought): crawl a fresh mount made by
+/// [`lookup_crawl_volume`]. Stops after `limit` names. Blocking: run it on a blocking thread.
 pub fn lookup_crawl(root: &Path, limit: u64) -> CrawlStats {
     let mut stats = CrawlStats::default();
     let mut dirs = vec![root.to_path_buf()];
@@ -535,6 +536,62 @@ pub fn lookup_crawl(root: &Path, limit: u64) -> CrawlStats {
         }
     }
     stats
+}
+
+/// Options of the private mount a lookup crawl runs on: directory listings without attributes and no kernel
+/// caching of names or attributes, so that every `lstat` of the crawl is a lookup through the replicate
+/// translator (a `readdirplus` listing would hand the kernel the attributes and no lookup would follow).
+pub const CRAWL_MOUNT_OPTIONS: &str =
+    "use-readdirp=no,entry-timeout=0,attribute-timeout=0,negative-timeout=0";
+
+/// Mounts `volume` from `server` on `at` (a private, empty directory: created, refused when something is
+/// mounted there), looks up every name in it with [`lookup_crawl`] and unmounts it again, also when the crawl
+/// fails. A fresh mount has nothing cached, so each name is looked up once through Gluster and healed where a
+/// brick misses it.
+pub async fn lookup_crawl_volume(
+    server: &str,
+    volume: &str,
+    at: &Path,
+    limit: u64,
+) -> Result<CrawlStats, MountError> {
+    if let Some(entry) = mount_entry(at)? {
+        if !is_gluster_mount_of(&entry, volume) {
+            return Err(MountError::Occupied {
+                mountpoint: at.to_path_buf(),
+                volume: volume.to_string(),
+                what: entry.source,
+                fstype: entry.fstype,
+            });
+        }
+        // A crawl mount left by an agent that died during its crawl.
+        unmount(at, true).await?;
+    }
+    std::fs::create_dir_all(at).map_err(|source| MountError::Io {
+        what: "creating the crawl mount point",
+        path: at.to_path_buf(),
+        source,
+    })?;
+    let source = format!("{server}:/{volume}");
+    let target = at.to_string_lossy().into_owned();
+    run(
+        "mount",
+        &[
+            "-t",
+            "glusterfs",
+            "-o",
+            CRAWL_MOUNT_OPTIONS,
+            source.as_str(),
+            target.as_str(),
+        ],
+        MOUNT_TIMEOUT,
+    )
+    .await?;
+    let root = at.to_path_buf();
+    let crawl = tokio::task::spawn_blocking(move || lookup_crawl(&root, limit)).await;
+    let unmounted = unmount(at, true).await;
+    let stats = crawl.map_err(|e| MountError::Invalid(format!("the lookup crawl stopped: {e}")))?;
+    unmounted?;
+    Ok(stats)
 }
 
 #[cfg(test)]

@@ -1406,7 +1406,10 @@ mod tests {
         assert!(!h.take_due(s(501)));
         h.brick_change(s(0));
         h.brick_change(s(100));
-        assert!(!h.take_due(s(105)), "the first change's heals were replaced");
+        assert!(
+            !h.take_due(s(105)),
+            "the first change's heals were replaced"
+        );
         assert!(h.take_due(s(111)));
     }
 }

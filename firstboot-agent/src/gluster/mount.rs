@@ -248,6 +248,42 @@ fn backup_option(servers: &[String]) -> Option<String> {
     (!rest.is_empty()).then(|| format!("backup-volfile-servers={}", rest.join(":")))
 }
 
+/// What is mounted on `mountpoint` when it is Gluster volume `volume`; [`MountError::Occupied`] when it is
+/// something else.
+fn own_mount_entry(mountpoint: &Path, volume: &str) -> Result<Option<MountEntry>, MountError> {
+    match mount_entry(mountpoint)? {
+        Some(entry) if !is_gluster_mount_of(&entry, volume) => Err(MountError::Occupied {
+            mountpoint: mountpoint.to_path_buf(),
+            volume: volume.to_string(),
+            what: entry.source,
+            fstype: entry.fstype,
+        }),
+        found => Ok(found),
+    }
+}
+
+/// Creates `mountpoint` and runs `mount -t glusterfs [-o OPTIONS] SERVER:/VOLUME MOUNTPOINT`.
+async fn mount_glusterfs(
+    server: &str,
+    volume: &str,
+    mountpoint: &Path,
+    options: Option<&str>,
+) -> Result<(), MountError> {
+    std::fs::create_dir_all(mountpoint).map_err(|source| MountError::Io {
+        what: "creating the mount point",
+        path: mountpoint.to_path_buf(),
+        source,
+    })?;
+    let source = format!("{server}:/{volume}");
+    let target = mountpoint.to_string_lossy().into_owned();
+    let mut args = vec!["-t", "glusterfs"];
+    if let Some(o) = options {
+        args.extend(["-o", o]);
+    }
+    args.extend([source.as_str(), target.as_str()]);
+    run("mount", &args, MOUNT_TIMEOUT).await
+}
+
 /// Mounts Gluster volume `volume` on `mountpoint` from the first of `servers`, the others given as
 /// `backup-volfile-servers`. Creates the mount point. Does nothing when the volume is already mounted there
 /// and answers, or does not answer while its FUSE client runs (see [`mount_counts`]); unmounts (lazily) and
@@ -263,15 +299,7 @@ pub async fn mount_volume(
             "no server given to mount volume {volume} from"
         )));
     };
-    if let Some(entry) = mount_entry(mountpoint)? {
-        if !is_gluster_mount_of(&entry, volume) {
-            return Err(MountError::Occupied {
-                mountpoint: mountpoint.to_path_buf(),
-                volume: volume.to_string(),
-                what: entry.source,
-                fstype: entry.fstype,
-            });
-        }
+    if own_mount_entry(mountpoint, volume)?.is_some() {
         match mount_health(mountpoint, STATFS_TIMEOUT).await {
             MountHealth::Answering { .. } => return Ok(MountOutcome::AlreadyMounted),
             MountHealth::NotMounted => {}
@@ -285,20 +313,7 @@ pub async fn mount_volume(
             }
         }
     }
-    std::fs::create_dir_all(mountpoint).map_err(|source| MountError::Io {
-        what: "creating the mount point",
-        path: mountpoint.to_path_buf(),
-        source,
-    })?;
-    let source = format!("{first}:/{volume}");
-    let target = mountpoint.to_string_lossy().into_owned();
-    let mut args = vec!["-t", "glusterfs"];
-    let opts = backup_option(servers);
-    if let Some(o) = &opts {
-        args.extend(["-o", o.as_str()]);
-    }
-    args.extend([source.as_str(), target.as_str()]);
-    run("mount", &args, MOUNT_TIMEOUT).await?;
+    mount_glusterfs(first, volume, mountpoint, backup_option(servers).as_deref()).await?;
     match mount_health(mountpoint, STATFS_TIMEOUT).await {
         MountHealth::Answering { .. } => Ok(MountOutcome::Mounted),
         _ => Err(MountError::NotAnswering {
@@ -554,38 +569,11 @@ pub async fn lookup_crawl_volume(
     at: &Path,
     limit: u64,
 ) -> Result<CrawlStats, MountError> {
-    if let Some(entry) = mount_entry(at)? {
-        if !is_gluster_mount_of(&entry, volume) {
-            return Err(MountError::Occupied {
-                mountpoint: at.to_path_buf(),
-                volume: volume.to_string(),
-                what: entry.source,
-                fstype: entry.fstype,
-            });
-        }
+    if own_mount_entry(at, volume)?.is_some() {
         // A crawl mount left by an agent that died during its crawl.
         unmount(at, true).await?;
     }
-    std::fs::create_dir_all(at).map_err(|source| MountError::Io {
-        what: "creating the crawl mount point",
-        path: at.to_path_buf(),
-        source,
-    })?;
-    let source = format!("{server}:/{volume}");
-    let target = at.to_string_lossy().into_owned();
-    run(
-        "mount",
-        &[
-            "-t",
-            "glusterfs",
-            "-o",
-            CRAWL_MOUNT_OPTIONS,
-            source.as_str(),
-            target.as_str(),
-        ],
-        MOUNT_TIMEOUT,
-    )
-    .await?;
+    mount_glusterfs(server, volume, at, Some(CRAWL_MOUNT_OPTIONS)).await?;
     let root = at.to_path_buf();
     let crawl = tokio::task::spawn_blocking(move || lookup_crawl(&root, limit)).await;
     let unmounted = unmount(at, true).await;

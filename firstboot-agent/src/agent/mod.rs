@@ -969,6 +969,10 @@ impl Agent {
     }
 }
 
+/// What dockerd answers when asked to demote a manager that Raft no longer lists (seen in fault case 6: the dead
+/// manager stayed in `docker node ls` as a manager and every demote failed with it).
+const NOT_IN_RAFT: &str = "can't find manager in raft memberlist";
+
 /// Name of the option group file the agent writes (see [`Action::SetOptions`]).
 pub const GROUP_NAME: &str = "picluster-agent";
 /// Where glusterd reads option groups from.
@@ -1339,7 +1343,15 @@ async fn swarm_action(
                 .await?;
         }
         Action::Promote(id) => d.set_node_role(id, NodeRole::Manager).await?,
-        Action::Demote(id) => d.set_node_role(id, NodeRole::Worker).await?,
+        Action::Demote(id) => match d.set_node_role(id, NodeRole::Worker).await {
+            // A dead manager already dropped from Raft cannot be demoted, and nothing else takes it out of the
+            // node list: remove it as the planner would once demoted.
+            Err(e) if e.to_string().contains(NOT_IN_RAFT) => {
+                tracing::info!("{id} is no longer in the Raft member list: removing it");
+                d.remove_node(id, true).await?
+            }
+            r => r?,
+        },
         Action::RemoveNode(id) => d.remove_node(id, true).await?,
         Action::Label(id, value) => d.set_node_label(id, MOUNT_LABEL, value).await?,
         other => anyhow::bail!("{other:?} is not a Swarm action"),

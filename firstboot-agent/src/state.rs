@@ -11,11 +11,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// File name of the state inside the state directory.
 pub const STATE_FILE: &str = "state.json";
 /// Version of the state format written by this program.
 pub const STATE_VERSION: u32 = 1;
+
+/// How long [`StateStore::lock`] waits for a lock someone else holds.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors reading or writing the state.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +217,16 @@ impl StateStore {
     /// Takes an exclusive lock named `name` in the state directory (e.g. `disk` while the disk is prepared), so
     /// two agents (the service and a person running a subcommand) never work on the same thing at once. The lock
     /// is held until the returned guard is dropped, and released by the kernel if the process dies.
+    ///
+    /// A lock held by someone else is waited for up to [`LOCK_WAIT`] before [`StateError::Busy`]: a lock just
+    /// dropped can stay held for a moment by a child another thread forked but has not yet exec'd (the child
+    /// holds a copy of the descriptor until exec closes it).
     pub fn lock(&self, name: &str) -> Result<StateLock, StateError> {
+        self.lock_within(name, LOCK_WAIT)
+    }
+
+    /// [`StateStore::lock`] with its own wait.
+    pub fn lock_within(&self, name: &str, wait: Duration) -> Result<StateLock, StateError> {
         use std::os::fd::AsRawFd;
         let path = self.dir.join(format!("{name}.lock"));
         let file = OpenOptions::new()
@@ -227,14 +240,18 @@ impl StateStore {
                 path: path.clone(),
                 source,
             })?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StateError::Busy {
-                path,
-                source: std::io::Error::last_os_error(),
-            });
+        let deadline = Instant::now() + wait;
+        loop {
+            // SAFETY: flock on a file descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(StateLock { _file: file });
+            }
+            let source = std::io::Error::last_os_error();
+            if source.kind() != std::io::ErrorKind::WouldBlock || Instant::now() >= deadline {
+                return Err(StateError::Busy { path, source });
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(StateLock { _file: file })
     }
 
     /// Loads the state, applies `change`, and saves it.
@@ -295,11 +312,31 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = StateStore::open(d.path()).unwrap();
         let held = store.lock("disk").unwrap();
-        let err = store.lock("disk").unwrap_err();
+        let err = store.lock_within("disk", Duration::ZERO).unwrap_err();
         assert!(matches!(err, StateError::Busy { .. }), "{err}");
         assert!(store.lock("other").is_ok());
         drop(held);
         assert!(store.lock("disk").is_ok());
+    }
+
+    #[test]
+    fn lock_released_within_the_wait_is_taken() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StateStore::open(d.path()).unwrap();
+        let held = store.lock("disk").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let store = StateStore::open(d.path()).unwrap();
+            std::thread::spawn(move || {
+                tx.send(()).unwrap();
+                store
+                    .lock_within("disk", Duration::from_secs(30))
+                    .map(|_| ())
+            })
+        };
+        rx.recv().unwrap();
+        drop(held);
+        waiter.join().unwrap().unwrap();
     }
 
     #[test]

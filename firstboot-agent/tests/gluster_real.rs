@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use firstboot_agent::gluster::brick;
 use firstboot_agent::gluster::mount::{self, MountHealth, MountOutcome};
 use firstboot_agent::gluster::{Gluster, GlusterError, VolumeState};
 use support_ns::{sh, wait_for, NODE_ADDR};
@@ -301,6 +302,41 @@ async fn inner_gluster() {
 
     // Growing and shrinking the replica set, and replacing a brick (a fifth node, a replaced card).
     let spec = |b: &str| format!("{NODE_ADDR}:{}/{b}", bricks.display());
+    // b5 carries the marks a failed add-brick leaves (fault case 1b): glusterd refuses it in a new volume (without
+    // `force`, as the agent runs) until they are cleared.
+    let b5 = bricks.join("b5");
+    std::fs::create_dir_all(b5.join(".glusterfs/indices")).unwrap();
+    let raw_id = format!("0x{}", info.id.replace('-', ""));
+    sh(
+        "setfattr",
+        &[
+            "-n",
+            brick::VOLUME_ID_XATTR,
+            "-v",
+            &raw_id,
+            b5.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        brick::volume_mark(&b5).unwrap().as_deref(),
+        Some(info.id.as_str())
+    );
+    let create_other = || {
+        Command::new("gluster")
+            .args(["--mode=script", "volume", "create", "other", &spec("b5")])
+            .output()
+            .unwrap()
+    };
+    let refused = create_other();
+    let said = String::from_utf8_lossy(&refused.stderr).to_string()
+        + &String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        !refused.status.success() && said.contains("already part of a volume"),
+        "{said}"
+    );
+    assert!(brick::clear_stale_marks(&b5, &info.id).unwrap());
+    assert!(create_other().status.success(), "a cleared brick is taken");
+    g.volume_delete("other").await.unwrap();
     g.add_brick("shared", 3, &spec("b3"), true).await.unwrap();
     let info = g.volume_info("shared").await.unwrap().unwrap();
     assert_eq!((info.replica_count, info.bricks.len()), (3, 3), "{info:?}");

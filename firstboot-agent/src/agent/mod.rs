@@ -29,7 +29,7 @@ use crate::api::model::{
 use crate::api::{JoinTokens, Shared};
 use crate::config::ClusterConfig;
 use crate::docker::{Docker, LocalNodeState, NodeRole, NodeState};
-use crate::gluster::{mount, Gluster, VolumeState};
+use crate::gluster::{brick, mount, Gluster, VolumeState};
 use crate::identity::NodeIdentity;
 use crate::mdns::{lan_address, Mdns};
 use crate::peers::{Announcement, PeerTable};
@@ -116,6 +116,8 @@ struct Agent {
     heal_kicker: HealKicker,
     /// Full heals still owed after this node changed the volume's bricks.
     follow_up_heals: FollowUpHeals,
+    /// Since when this node's brick directory has carried the volume's mark while the volume does not list it.
+    stale_mark_since: Option<Instant>,
     /// Set once a manager join of this node failed half-way: later joins use the worker token.
     worker_join_only: Arc<std::sync::atomic::AtomicBool>,
     /// Since when each disconnected pool member (by Gluster UUID) has been seen disconnected, without a break.
@@ -200,6 +202,7 @@ pub async fn run(
         swarm_task: None,
         heal_kicker: HealKicker::default(),
         follow_up_heals: FollowUpHeals::default(),
+        stale_mark_since: None,
         worker_join_only: Default::default(),
         pool_down_since: BTreeMap::new(),
         swarm_down_since: BTreeMap::new(),
@@ -579,6 +582,7 @@ impl Agent {
             .into_iter()
             .map(|p| (p.announcement.hostname, p.announcement.addr))
             .collect();
+        self.clear_stale_brick_marks(&me, &brick_path, &known_addrs);
         let p = plan::plan(&Ctx {
             me: &me,
             peers: &peers,
@@ -775,6 +779,43 @@ impl Agent {
     async fn full_heal(&self, vol: &str) {
         if let Err(e) = full_heal_with_retries(&self.gluster, vol).await {
             tracing::warn!("full heal of {vol} not started: {e}");
+        }
+    }
+
+    /// Clears the marks a failed add-brick or replace-brick left on this node's brick (see [`brick`]): the brick
+    /// directory carries the volume's id, the volume does not list it, it holds no data, and that has lasted
+    /// [`STALE_MARK_AFTER`] (a transaction under way marks the brick a moment before the volume lists it).
+    fn clear_stale_brick_marks(
+        &mut self,
+        me: &NodeSummary,
+        brick_path: &str,
+        known_addrs: &BTreeMap<String, Ipv4Addr>,
+    ) {
+        let dir = self.config.brick_path();
+        let stale = me.brick_ready
+            && me.volume.as_ref().is_some_and(|vol| {
+                !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs)
+                    && matches!(brick::volume_mark(&dir), Ok(Some(id)) if id.eq_ignore_ascii_case(&vol.id))
+            });
+        if !stale {
+            self.stale_mark_since = None;
+            return;
+        }
+        let since = *self.stale_mark_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < STALE_MARK_AFTER {
+            return;
+        }
+        self.stale_mark_since = None;
+        let vol = me.volume.as_ref().expect("stale implies a volume");
+        match brick::clear_stale_marks(&dir, &vol.id) {
+            Ok(true) => tracing::warn!(
+                "cleared the marks of volume {} from {} (an add-brick or replace-brick failed after marking \
+                 it; the volume does not list it and it holds no data): it can be added again",
+                vol.id,
+                dir.display()
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{e}"),
         }
     }
 
@@ -1150,6 +1191,46 @@ async fn full_heal_with_retries(
     }
 }
 
+/// How long this node's brick must stay marked for the volume without being listed by it before the marks are
+/// cleared ([`Agent::clear_stale_brick_marks`]).
+const STALE_MARK_AFTER: Duration = Duration::from_secs(20);
+
+/// Whether `vol` may list this node's brick (`brick_path` on this node). Bricks sit at the same path on every
+/// node, so a brick at that path counts as this node's unless its host is, by name or by address, another member
+/// of the pool: a host name this node cannot place is taken as possibly its own, so a live brick is never taken
+/// for a stale one.
+fn may_list_my_brick(
+    me: &NodeSummary,
+    vol: &VolumeBrief,
+    brick_path: &str,
+    my_addr: Ipv4Addr,
+    known_addrs: &BTreeMap<String, Ipv4Addr>,
+) -> bool {
+    let others: Vec<&str> = me
+        .pool
+        .iter()
+        .filter(|m| m.hostname != "localhost" && Some(&m.uuid) != me.gluster_uuid.as_ref())
+        .map(|m| m.hostname.as_str())
+        .filter(|h| *h != me.hostname && *h != my_addr.to_string())
+        .collect();
+    let another_members = |host: &str| {
+        host != me.hostname
+            && host != my_addr.to_string()
+            && others.iter().any(|o| {
+                *o == host
+                    || o.parse::<Ipv4Addr>()
+                        .is_ok_and(|a| known_addrs.get(host) == Some(&a))
+                    || host
+                        .parse::<Ipv4Addr>()
+                        .is_ok_and(|a| known_addrs.get(*o) == Some(&a))
+            })
+    };
+    vol.bricks.iter().any(|b| {
+        b.split_once(':')
+            .is_some_and(|(host, path)| path == brick_path && !another_members(host))
+    })
+}
+
 /// Full heals owed after a brick change (add-brick, replace-brick) done by this node, at
 /// [`FollowUpHeals::AFTER`] past the change. Found by the fault suite (case 1): a file open for writing while the
 /// clients switch to the new brick list stays short on the new brick, with no pending mark for index heals; a full
@@ -1365,6 +1446,66 @@ mod tests {
 
     fn set(ids: &[&str]) -> HashSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_brick_is_taken_for_someone_elses_only_when_its_host_is_another_member() {
+        const B: &str = "/srv/gluster/brick1/brick";
+        let member = |uuid: &str, host: &str| PoolMember {
+            uuid: uuid.into(),
+            hostname: host.into(),
+            connected: true,
+        };
+        let me = NodeSummary {
+            hostname: "picluster-0d03aa".into(),
+            gluster_uuid: Some("u4".into()),
+            pool: vec![
+                member("u4", "localhost"),
+                member("u1", "picluster-1159a9"),
+                member("u2", "10.0.0.12"),
+                member("u3", "picluster-dbdac9"),
+            ],
+            ..Default::default()
+        };
+        let vol = |bricks: &[&str]| VolumeBrief {
+            name: "shared".into(),
+            id: "v".into(),
+            replica: bricks.len() as u32,
+            bricks: bricks.iter().map(|h| format!("{h}:{B}")).collect(),
+            started: true,
+            options: Default::default(),
+        };
+        let addr: Ipv4Addr = "10.0.0.14".parse().unwrap();
+        let known: BTreeMap<String, Ipv4Addr> =
+            [("picluster-559e28".to_string(), "10.0.0.12".parse().unwrap())].into();
+        let lists = |bricks: &[&str]| may_list_my_brick(&me, &vol(bricks), B, addr, &known);
+        // Node 4 left out of a replica 3 volume (fault case 1b): its brick is not listed.
+        assert!(!lists(&[
+            "picluster-1159a9",
+            "picluster-559e28",
+            "picluster-dbdac9"
+        ]));
+        // Listed by name or by address.
+        assert!(lists(&[
+            "picluster-1159a9",
+            "picluster-559e28",
+            "picluster-0d03aa"
+        ]));
+        assert!(lists(&[
+            "picluster-1159a9",
+            "picluster-559e28",
+            "10.0.0.14"
+        ]));
+        // A host this node cannot place could be itself.
+        assert!(lists(&[
+            "picluster-1159a9",
+            "picluster-559e28",
+            "somewhere-else"
+        ]));
+        // Another path on a host is not this brick.
+        let mut v = vol(&["picluster-0d03aa"]);
+        v.bricks = vec![format!("picluster-0d03aa:/data/other")];
+        assert!(!may_list_my_brick(&me, &v, B, addr, &known));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - [`cli`]: the [`Gluster`] handle and one method per CLI command the agent needs.
 //! - [`xml`]: the typed results and the parsers of `gluster --xml` output (pure functions, tested on captures).
 //! - [`mount`]: mounting the volume through FUSE, checking the mount answers, the fstab line for boot.
+//! - [`brick`]: the marks glusterd leaves on a brick directory, and clearing those a failed transaction left.
 
+pub mod brick;
 pub mod cli;
 pub mod mount;
 pub mod xml;

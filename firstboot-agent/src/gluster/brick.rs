@@ -1,0 +1,251 @@
+//! The marks glusterd puts on a brick directory when a volume takes it: the extended attributes
+//! `trusted.glusterfs.volume-id` (the volume's UUID) and `trusted.gfid`, and the `.glusterfs` directory. glusterd
+//! refuses a marked directory in any later `volume create`, `add-brick` or `replace-brick` ("is already part of a
+//! volume"). An `add-brick` that marks this node's brick and then fails pre-validation on another node (seen in
+//! fault case 1b: "Host ... not connected") leaves the marks behind on a brick the volume does not list, and every
+//! later attempt is refused. [`clear_stale_marks`] removes them, only from a brick that holds no data.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The extended attribute naming the volume a brick directory belongs to (16 raw UUID bytes).
+pub const VOLUME_ID_XATTR: &str = "trusted.glusterfs.volume-id";
+/// The extended attribute holding the GFID of the brick's root.
+pub const GFID_XATTR: &str = "trusted.gfid";
+/// Gluster's own metadata directory inside a brick.
+pub const META_DIR: &str = ".glusterfs";
+
+/// Why stale marks were not removed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrickMarkError {
+    /// Reading or changing the directory failed.
+    #[error("brick directory {path}: cannot {action}: {source}")]
+    Io {
+        /// The brick directory.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The error from the operating system.
+        #[source]
+        source: io::Error,
+    },
+    /// The marks name another volume: not ours to touch.
+    #[error("brick directory {path} is marked for volume {found}, not {expected}; left as it is (clear it by hand if it is not needed)")]
+    OtherVolume {
+        /// The brick directory.
+        path: PathBuf,
+        /// The volume id on the directory.
+        found: String,
+        /// The volume id expected.
+        expected: String,
+    },
+    /// The directory holds files: a real brick, never cleared.
+    #[error("brick directory {path} holds data ({entry}); its marks are left as they are")]
+    HoldsData {
+        /// The brick directory.
+        path: PathBuf,
+        /// One entry found besides `.glusterfs`.
+        entry: String,
+    },
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+}
+
+/// Reads extended attribute `name` of `path` (`None`: the attribute is not set).
+fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let p = c_path(path)?;
+    let n = CString::new(name).expect("attribute names have no NUL");
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and live across the call; the buffer is valid for its length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(len as usize);
+    Ok(Some(buf))
+}
+
+/// Removes extended attribute `name` of `path`; an attribute that is not set is not an error.
+fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
+    let p = c_path(path)?;
+    let n = CString::new(name).expect("attribute names have no NUL");
+    // SAFETY: both strings are NUL-terminated and live across the call.
+    if unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENODATA) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Formats 16 raw bytes as a UUID (`8-4-4-4-12` lowercase hex), as `gluster volume info` prints volume ids.
+fn format_uuid(raw: &[u8]) -> Option<String> {
+    if raw.len() != 16 {
+        return None;
+    }
+    let h = hex(raw);
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+fn hex(raw: &[u8]) -> String {
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The volume id `dir` is marked with, as a UUID string (`None`: not marked; a mark that is not 16 bytes is
+/// returned as plain hex).
+pub fn volume_mark(dir: &Path) -> io::Result<Option<String>> {
+    Ok(get_xattr(dir, VOLUME_ID_XATTR)?.map(|raw| format_uuid(&raw).unwrap_or_else(|| hex(&raw))))
+}
+
+/// The first entry of `dir` other than [`META_DIR`] (`None`: the brick holds no data).
+fn first_data_entry(dir: &Path) -> io::Result<Option<String>> {
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if name != META_DIR {
+            return Ok(Some(name.to_string_lossy().into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Removes the marks of volume `volume_id` from brick directory `dir` when it holds no data (nothing but
+/// `.glusterfs`): both attributes and the `.glusterfs` directory. Returns whether there was a mark to remove.
+/// Refuses a directory marked for another volume or holding data. The caller decides that the volume does not
+/// list this brick and that no transaction is under way (the marks stayed for a while).
+pub fn clear_stale_marks(dir: &Path, volume_id: &str) -> Result<bool, BrickMarkError> {
+    let io_err = |action: &'static str| {
+        move |source: io::Error| BrickMarkError::Io {
+            path: dir.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let Some(found) = volume_mark(dir).map_err(io_err("read its volume id"))? else {
+        return Ok(false);
+    };
+    if !found.eq_ignore_ascii_case(volume_id) {
+        return Err(BrickMarkError::OtherVolume {
+            path: dir.to_path_buf(),
+            found,
+            expected: volume_id.to_string(),
+        });
+    }
+    if let Some(entry) = first_data_entry(dir).map_err(io_err("list it"))? {
+        return Err(BrickMarkError::HoldsData {
+            path: dir.to_path_buf(),
+            entry,
+        });
+    }
+    let meta = dir.join(META_DIR);
+    if meta.exists() {
+        std::fs::remove_dir_all(&meta).map_err(io_err("remove its .glusterfs"))?;
+    }
+    remove_xattr(dir, GFID_XATTR).map_err(io_err("remove trusted.gfid"))?;
+    remove_xattr(dir, VOLUME_ID_XATTR).map_err(io_err("remove trusted.glusterfs.volume-id"))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VOL: &str = "317922d8-7c1e-4a55-9a51-0f1d2e3c4b5a";
+
+    /// Sets a `trusted.*` attribute (needs root); `None` when this process may not.
+    fn set(dir: &Path, name: &str, value: &[u8]) -> Option<()> {
+        let p = c_path(dir).unwrap();
+        let n = CString::new(name).unwrap();
+        // SAFETY: valid NUL-terminated strings and buffer.
+        let r = unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        (r == 0).then_some(())
+    }
+
+    fn raw(uuid: &str) -> Vec<u8> {
+        let h: String = uuid.chars().filter(|c| *c != '-').collect();
+        (0..16)
+            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// A brick directory marked for `uuid`, or `None` when not root (trusted.* attributes need it).
+    fn marked(uuid: &str) -> Option<tempfile::TempDir> {
+        let d = tempfile::tempdir().unwrap();
+        set(d.path(), VOLUME_ID_XATTR, &raw(uuid))?;
+        let mut gfid = [0u8; 16];
+        gfid[15] = 1;
+        set(d.path(), GFID_XATTR, &gfid)?;
+        std::fs::create_dir_all(d.path().join(".glusterfs/indices")).unwrap();
+        Some(d)
+    }
+
+    #[test]
+    fn uuid_is_formatted_as_gluster_prints_it() {
+        assert_eq!(format_uuid(&raw(VOL)).as_deref(), Some(VOL));
+        assert_eq!(format_uuid(&[1, 2]), None);
+    }
+
+    #[test]
+    fn unmarked_directory_is_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(volume_mark(d.path()).unwrap(), None);
+        assert!(!clear_stale_marks(d.path(), VOL).unwrap());
+    }
+
+    #[test]
+    fn empty_marked_brick_is_cleared() {
+        let Some(d) = marked(VOL) else {
+            eprintln!("skipped: trusted.* attributes need root");
+            return;
+        };
+        assert_eq!(volume_mark(d.path()).unwrap().as_deref(), Some(VOL));
+        assert!(clear_stale_marks(d.path(), &VOL.to_uppercase()).unwrap());
+        assert_eq!(volume_mark(d.path()).unwrap(), None);
+        assert_eq!(get_xattr(d.path(), GFID_XATTR).unwrap(), None);
+        assert!(!d.path().join(META_DIR).exists());
+    }
+
+    #[test]
+    fn brick_with_data_or_of_another_volume_is_refused_and_unchanged() {
+        let Some(d) = marked(VOL) else {
+            eprintln!("skipped: trusted.* attributes need root");
+            return;
+        };
+        std::fs::write(d.path().join("photo.jpg"), b"x").unwrap();
+        let err = clear_stale_marks(d.path(), VOL).unwrap_err();
+        assert!(matches!(err, BrickMarkError::HoldsData { .. }), "{err}");
+        assert!(err.to_string().contains("photo.jpg"), "{err}");
+        assert_eq!(volume_mark(d.path()).unwrap().as_deref(), Some(VOL));
+        assert!(d.path().join(META_DIR).exists());
+
+        let other = marked(VOL).unwrap();
+        let err =
+            clear_stale_marks(other.path(), "00000000-0000-0000-0000-000000000001").unwrap_err();
+        assert!(matches!(err, BrickMarkError::OtherVolume { .. }), "{err}");
+        assert_eq!(volume_mark(other.path()).unwrap().as_deref(), Some(VOL));
+    }
+}

@@ -3,7 +3,7 @@
 //! 0 split-brain entries, 0 files differing between bricks after heal. A summary table is printed at the end.
 //!
 //! Cases (numbers of issue 6): 0 load without a fault (writers on every node beside CPU hogs: no client or brick
-//! log may report a brick that stopped answering, i.e. `network.ping-timeout` 4 s causes no false disconnect);
+//! log may report a brick that stopped answering, i.e. `network.ping-timeout` 5 s and `client.tcp-user-timeout` 3 s cause no false disconnect);
 //! 2 power cut of one node after formation (writes on the survivors continue, the Swarm keeps its replicas, the
 //! status says degraded, the survivors stay steady); 3 the node returns (heal pending reaches 0, the page says
 //! healthy); 5 network partitions made with `ci/lab partition`, 1|3 and 2|2, with writers on every node; 4 every

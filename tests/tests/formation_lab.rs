@@ -191,7 +191,8 @@ fn four_nodes_form_one_cluster_and_survive_restarts() {
     for (k, v) in [
         ("cluster.quorum-type", "auto"),
         ("cluster.server-quorum-type", "server"),
-        ("network.ping-timeout", "4"),
+        ("network.ping-timeout", "5"),
+        ("client.tcp-user-timeout", "3"),
     ] {
         let out = lab
             .exec_ok("node2", &["gluster", "volume", "get", "shared", k])

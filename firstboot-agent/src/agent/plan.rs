@@ -50,12 +50,18 @@ pub const VOLUME_OPTIONS: &[(&str, &str)] = &[
     // Server quorum: glusterd stops the bricks of a node that sees less than a majority of the pool, so a
     // partitioned minority cannot serve stale data to its own clients.
     ("cluster.server-quorum-type", "server"),
-    // Time a client waits for a dead brick's host before carrying on without it. Gluster's default (42 s) stalls
-    // every write that long after a Pi dies; 4 s brings the stall (ping-timeout plus up to a second until the
-    // next write completes) within the fault-tolerance target of 5 s. The cost: a brick host that sends nothing
-    // at all for 4 s (frozen, network hiccup) is dropped and needs a heal after; a merely busy one is not (fault
-    // suite case 0 loads every node and counts disconnects). Measured by ci/bench-failover (issue 6).
-    ("network.ping-timeout", "4"),
+    // How a client notices that a brick's host died: its kernel stops acknowledging what the client sends, and
+    // TCP_USER_TIMEOUT closes the connection once data has waited 3 s for an acknowledgement (Gluster's default:
+    // 42 s). The client then carries on with the other bricks: the write stall after a Pi dies is about 3 s. Only
+    // a dead host or a network cut of 3 s trips it: a busy or frozen brick process still has its kernel's ACKs.
+    ("client.tcp-user-timeout", "3"),
+    // Time a client waits for a brick that answers TCP but not Gluster's pings (a frozen brick process) before
+    // carrying on without it. Gluster's default is 42 s. The ping timer counts any traffic *sent* as activity
+    // and re-arms for a whole period, so on its own it stalls writes between one and two periods after a host
+    // dies (7.6 s measured with 4 s): the TCP timeout above is what keeps the stall short. 5 s bounds the stall
+    // behind a frozen brick; a brick host that sends nothing at all for 5 s is dropped and needs a heal after
+    // (fault suite case 0 loads every node and counts disconnects).
+    ("network.ping-timeout", "5"),
     // Heal in the background as soon as a brick returns (the default, set explicitly so it is never lost).
     ("cluster.self-heal-daemon", "on"),
     // How often the self-heal daemon crawls each brick's index of pending heals when nobody asks it to. Gluster's

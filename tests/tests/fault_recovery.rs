@@ -727,7 +727,7 @@ fn daemons_crash_and_a_dead_manager_is_replaced() {
 #[test]
 #[ignore = "open: after add-brick replica 3 -> 4 under live writes, files written before the add can stay missing or \
             different on the new brick with nothing marked pending (heal pending 0, no self-heal completes; a \
-            full heal sweeps the new, empty brick): 1a passed 3 of 3 runs on 2026-12-02, 1b failed 1 of 2 after \
+            full heal sweeps the new, empty brick): 1a passed 4 of 4 runs on 2026-12-02, 1b failed 1 of 2 after \
             the brick-mark fix with 263 files differing for 10 min. Run with --ignored"]
 fn recovery_after_formation_faults() {
     in_own_lab(

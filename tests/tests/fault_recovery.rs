@@ -14,11 +14,11 @@
 //!     its place (`ci/lab replace`: new identity, new address, same cluster key): its brick takes the dead one's
 //!     place (replace-brick), the dead peer is detached, the dead Swarm node removed, 3 managers again, heal
 //!     completes, `auth.allow` holds exactly the four current addresses.
-//! - `formation_with_a_node_killed_in_the_pool` (ignored, see its reason): 1b: node4 killed as soon as it is in the pool (before the volume
-//!   and swarm are complete, when the timing allows: the table says which happened); the rest form, node4 joins
-//!   when it returns; one pool, one volume id, one swarm. (It found that an add-brick refused by the other nodes
-//!   still marks the new brick, and glusterd then refuses that brick for good: the agent clears such marks,
-//!   firstboot-agent `gluster::brick`.)
+//! - `formation_with_a_node_killed_in_the_pool` (ignored, see its reason): 1b: node4 killed as soon as it is in
+//!   the pool (before the volume and swarm are complete, when the timing allows: the table says which happened);
+//!   the rest form, node4 joins when it returns; one pool, one volume id, one swarm. (It found that an add-brick
+//!   refused by the other nodes still marks the new brick, and glusterd then refuses that brick for good: the
+//!   agent clears such marks, firstboot-agent `gluster::brick`.)
 //!
 //! Needs root and the packages of `ci/install-deps`; skipped (with a message) when not root.
 //! Run: `cargo test -p cluster-tests --test fault_recovery -- --nocapture` (cases 7 and 6, about 10 min);
@@ -682,12 +682,13 @@ fn report(name: &str, t: Instant, rows: &[CaseRow]) {
     assert!(failed.is_empty(), "failed cases:\n{table}");
 }
 
-/// One test's life: skipped unless root, a lab of its own, `cases` adding their rows, the logs kept when a case
-/// failed, the lab removed, the table printed under `title` and every case required to pass.
 /// One lab at a time: two 4-node labs at once on a 2-core machine slow heals past the cases' deadlines (case 6
 /// missed its 300 s heal deadline beside case 1b's lab at load 27).
 static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// One test's life: skipped unless root, a lab of its own (after the previous test's lab is gone), `cases` adding
+/// their rows, the logs kept when a case failed, the lab removed, the table printed under `title` and every case
+/// required to pass.
 fn in_own_lab(test: &str, title: &str, cases: impl FnOnce(&Lab, &mut Vec<CaseRow>)) {
     if !require_root(test) {
         return;

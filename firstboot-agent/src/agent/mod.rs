@@ -792,21 +792,20 @@ impl Agent {
         known_addrs: &BTreeMap<String, Ipv4Addr>,
     ) {
         let dir = self.config.brick_path();
-        let stale = me.brick_ready
-            && me.volume.as_ref().is_some_and(|vol| {
-                !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs)
-                    && matches!(brick::volume_mark(&dir), Ok(Some(id)) if id.eq_ignore_ascii_case(&vol.id))
-            });
-        if !stale {
+        let stale = me.volume.as_ref().filter(|vol| {
+            me.brick_ready
+                && !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs)
+                && matches!(brick::volume_mark(&dir), Ok(Some(id)) if id.eq_ignore_ascii_case(&vol.id))
+        });
+        let Some(vol) = stale else {
             self.stale_mark_since = None;
             return;
-        }
+        };
         let since = *self.stale_mark_since.get_or_insert_with(Instant::now);
         if since.elapsed() < STALE_MARK_AFTER {
             return;
         }
         self.stale_mark_since = None;
-        let vol = me.volume.as_ref().expect("stale implies a volume");
         match brick::clear_stale_marks(&dir, &vol.id) {
             Ok(true) => tracing::warn!(
                 "cleared the marks of volume {} from {} (an add-brick or replace-brick failed after marking \
@@ -1206,23 +1205,20 @@ fn may_list_my_brick(
     my_addr: Ipv4Addr,
     known_addrs: &BTreeMap<String, Ipv4Addr>,
 ) -> bool {
+    let my_addr = my_addr.to_string();
+    let is_me = |host: &str| host == me.hostname || host == my_addr;
     let others: Vec<&str> = me
         .pool
         .iter()
         .filter(|m| m.hostname != "localhost" && Some(&m.uuid) != me.gluster_uuid.as_ref())
         .map(|m| m.hostname.as_str())
-        .filter(|h| *h != me.hostname && *h != my_addr.to_string())
+        .filter(|h| !is_me(h))
         .collect();
+    // Either side may be the address: glusterd lists a member as it was probed, the volume names a brick host.
     let another_members = |host: &str| {
-        host != me.hostname
-            && host != my_addr.to_string()
+        !is_me(host)
             && others.iter().any(|o| {
-                *o == host
-                    || o.parse::<Ipv4Addr>()
-                        .is_ok_and(|a| known_addrs.get(host) == Some(&a))
-                    || host
-                        .parse::<Ipv4Addr>()
-                        .is_ok_and(|a| known_addrs.get(*o) == Some(&a))
+                plan::member_is(o, host, known_addrs) || plan::member_is(host, o, known_addrs)
             })
     };
     vol.bricks.iter().any(|b| {

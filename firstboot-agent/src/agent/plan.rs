@@ -473,10 +473,20 @@ pub fn plan(ctx: &Ctx) -> Plan {
 /// Whether pool member `m` is the host `name` (as a brick names it): glusterd may list a member by its address
 /// while the volume names it by host name; the announcements tie the two.
 fn known_as(ctx: &Ctx, m: &PoolMember, name: &str) -> bool {
-    m.hostname == name
-        || m.hostname
+    member_is(&m.hostname, name, ctx.known_addrs)
+}
+
+/// Whether a pool member listed by glusterd as `member` (a host name or an address) is the host `name`, by name
+/// or through the address `known_addrs` (the announcements) gives `name`.
+pub(crate) fn member_is(
+    member: &str,
+    name: &str,
+    known_addrs: &BTreeMap<String, Ipv4Addr>,
+) -> bool {
+    member == name
+        || member
             .parse::<Ipv4Addr>()
-            .is_ok_and(|a| ctx.known_addrs.get(name) == Some(&a))
+            .is_ok_and(|a| known_addrs.get(name) == Some(&a))
 }
 
 /// The addresses `auth.allow` should hold: exactly those of the pool's members (this node, the answering members

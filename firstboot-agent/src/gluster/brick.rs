@@ -88,30 +88,16 @@ fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Formats 16 raw bytes as a UUID (`8-4-4-4-12` lowercase hex), as `gluster volume info` prints volume ids.
-fn format_uuid(raw: &[u8]) -> Option<String> {
-    if raw.len() != 16 {
-        return None;
-    }
-    let h = hex(raw);
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
-}
-
-fn hex(raw: &[u8]) -> String {
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+/// The text of a volume-id mark: a UUID as `gluster volume info` prints volume ids (`8-4-4-4-12` lowercase hex),
+/// or plain hex when the mark is not 16 bytes.
+fn mark_text(raw: &[u8]) -> String {
+    uuid::Uuid::from_slice(raw).map_or_else(|_| hex::encode(raw), |u| u.to_string())
 }
 
 /// The volume id `dir` is marked with, as a UUID string (`None`: not marked; a mark that is not 16 bytes is
 /// returned as plain hex).
 pub fn volume_mark(dir: &Path) -> io::Result<Option<String>> {
-    Ok(get_xattr(dir, VOLUME_ID_XATTR)?.map(|raw| format_uuid(&raw).unwrap_or_else(|| hex(&raw))))
+    Ok(get_xattr(dir, VOLUME_ID_XATTR)?.map(|raw| mark_text(&raw)))
 }
 
 /// The first entry of `dir` other than [`META_DIR`] (`None`: the brick holds no data).
@@ -186,10 +172,7 @@ mod tests {
     }
 
     fn raw(uuid: &str) -> Vec<u8> {
-        let h: String = uuid.chars().filter(|c| *c != '-').collect();
-        (0..16)
-            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-            .collect()
+        uuid::Uuid::parse_str(uuid).unwrap().as_bytes().to_vec()
     }
 
     /// A brick directory marked for `uuid`, or `None` when not root (trusted.* attributes need it).
@@ -204,9 +187,9 @@ mod tests {
     }
 
     #[test]
-    fn uuid_is_formatted_as_gluster_prints_it() {
-        assert_eq!(format_uuid(&raw(VOL)).as_deref(), Some(VOL));
-        assert_eq!(format_uuid(&[1, 2]), None);
+    fn mark_is_read_as_gluster_prints_volume_ids() {
+        assert_eq!(mark_text(&raw(VOL)), VOL);
+        assert_eq!(mark_text(&[1, 0xab]), "01ab");
     }
 
     #[test]

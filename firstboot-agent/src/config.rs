@@ -16,6 +16,9 @@ pub const DEFAULT_API_PORT: u16 = 7780;
 /// Length of the cluster key in bytes (it is stored hex-encoded).
 pub const KEY_LEN: usize = 32;
 
+/// Name of the stand-in brick directory under `storage.brick_mount` ([`Config::stand_in_path`]).
+pub const STAND_IN_DIR: &str = "stand-in";
+
 /// Errors found while reading or validating a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -264,6 +267,13 @@ impl ClusterConfig {
         self.storage.brick_mount.join(&self.storage.brick_dir)
     }
 
+    /// Path of this node's stand-in brick directory (`brick_mount/stand-in`), on the brick partition beside the
+    /// brick: it holds a missing node's slot in a volume formed without that node, until a node takes the slot
+    /// (see [`crate::agent::election`]).
+    pub fn stand_in_path(&self) -> PathBuf {
+        self.storage.brick_mount.join(STAND_IN_DIR)
+    }
+
     /// Checks every value's range; `path` names the file in errors.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let bad = |key: &'static str, problem: String| ConfigError::Invalid {
@@ -338,6 +348,12 @@ impl ClusterConfig {
             return Err(bad(
                 "storage.brick_dir",
                 format!("{dir:?} must be one plain directory name"),
+            ));
+        }
+        if dir == STAND_IN_DIR {
+            return Err(bad(
+                "storage.brick_dir",
+                format!("{dir:?} is the stand-in brick's directory; choose another name"),
             ));
         }
         let prefix = &self.agent.hostname_prefix;

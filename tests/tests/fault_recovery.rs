@@ -3,9 +3,10 @@
 //! through the shared mount on the nodes that stay up and proves at the end, on every node: 0 lost acknowledged
 //! bytes, 0 split-brain entries, 0 files differing between bricks after heal. Each test prints a summary table.
 //!
-//! - `recovery_after_formation_faults` (ignored, see its reason): 1a: node4 killed as the agents start, before
-//!   any pool exists: node1..3 form alone after `agent.majority_wait_secs` (a replica 3 volume, a 3-manager
-//!   swarm); node4 returns and joins (add-brick, replica 4): one pool of 4, one volume id, one swarm.
+//! - `recovery_after_formation_faults`: 1a: node4 killed as the agents start, before any pool exists: node1..3
+//!   form alone after `agent.majority_wait_secs` (a replica 4 volume whose fourth slot is a stand-in brick on one
+//!   of them, a 3-manager swarm); node4 returns and takes the stand-in's slot (replace-brick): one pool of 4, one
+//!   volume id, one swarm, 4 bricks on 4 hosts, the stand-in's directory removed.
 //! - `daemons_crash_and_a_dead_manager_is_replaced` (one lab formed by all four, one case after another):
 //!   - 7: glusterd and dockerd killed with -9 on node2: the agent starts them again (`agent.service_starter`, the
 //!     lab's stand-in for systemd); then the agent itself killed with -9 on node3: the lab's supervisor (as
@@ -14,21 +15,21 @@
 //!     its place (`ci/lab replace`: new identity, new address, same cluster key): its brick takes the dead one's
 //!     place (replace-brick), the dead peer is detached, the dead Swarm node removed, 3 managers again, heal
 //!     completes, `auth.allow` holds exactly the four current addresses.
-//! - `formation_with_a_node_killed_in_the_pool` (ignored, see its reason): 1b: node4 killed as soon as it is in
+//! - `formation_with_a_node_killed_in_the_pool`: 1b: node4 killed as soon as it is in
 //!   the pool (before the volume and swarm are complete, when the timing allows: the table says which happened);
 //!   the rest form, node4 joins when it returns; one pool, one volume id, one swarm. (It found that an add-brick
 //!   refused by the other nodes still marks the new brick, and glusterd then refuses that brick for good: the
 //!   agent clears such marks, firstboot-agent `gluster::brick`.)
 //!
 //! Needs root and the packages of `ci/install-deps`; skipped (with a message) when not root.
-//! Run: `cargo test -p cluster-tests --test fault_recovery -- --nocapture` (cases 7 and 6, about 10 min);
-//! `-- --include-ignored` adds the two case-1 labs, one after another (3-13 min each).
+//! Run: `cargo test -p cluster-tests --test fault_recovery -- --nocapture` (three labs, one after another:
+//! cases 7 and 6 about 10 min, each case-1 lab 3-8 min).
 //!
-//! Case 1 grows the volume from replica 3 to 4 under live writes. Gluster marks nothing pending for files a
-//! client on the old brick list creates or writes while the clients switch: they can be missing or short on the
-//! new brick. The agent that added the brick runs full heals and lookup crawls of a fresh mount 10, 45 and 240 s
-//! later and says `degraded` for the first 75 s (firstboot-agent `agent::FollowUpHeals`); the case checks the data
-//! once every node says `healthy`.
+//! Case 1 first grew the volume from replica 3 to 4 (`add-brick`) when node4 came back. Under live writes that
+//! lost files for the new brick: a client still on the old brick list creates and writes files with no pending
+//! mark for a brick it does not know, so no heal fills them (263 files in the last such run). The agent now forms
+//! the full replica count from the start with a stand-in brick in the missing node's slot, and a returning node
+//! takes the slot with `replace-brick`, as a fresh card does in case 6.
 
 use cluster_tests::lab::{require_root, wait_until, Lab, LabOptions};
 use cluster_tests::summary::{render, CaseRow};
@@ -40,6 +41,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const VOL: &str = "shared";
 const NODES: [&str; 4] = ["node1", "node2", "node3", "node4"];
+/// The stand-in brick's directory (firstboot-agent `Config::stand_in_path` with the lab's brick mount).
+const STAND_IN: &str = "/srv/gluster/brick1/stand-in";
 /// `agent.replace_grace_secs` in these labs.
 const GRACE_SECS: u64 = 20;
 /// `agent.majority_wait_secs` in these labs.
@@ -176,11 +179,17 @@ fn assert_one_cluster(lab: &Lab) -> anyhow::Result<String> {
             Some(u) => anyhow::ensure!(*u == set, "{n} is in another pool: {set:?} vs {u:?}"),
         }
         let v = volume_ok(lab, n)?;
+        let hosts: BTreeSet<String> = brick_hosts(&v).into_iter().collect();
         anyhow::ensure!(
-            v.replica_count == 4 && v.bricks.len() == 4,
-            "{n}: volume is replica {} with {} bricks",
+            v.replica_count == 4 && v.bricks.len() == 4 && hosts.len() == 4,
+            "{n}: volume is replica {} with bricks {:?} (wanted 4 on 4 hosts)",
             v.replica_count,
-            v.bricks.len()
+            brick_hosts(&v)
+        );
+        anyhow::ensure!(
+            v.bricks.iter().all(|b| b.path != STAND_IN),
+            "{n}: a stand-in brick is still in the volume: {:?}",
+            v.bricks
         );
         match &vol_id {
             None => vol_id = Some(v.id.clone()),
@@ -304,7 +313,8 @@ fn settle_and_check(lab: &Lab, wl: &Workload, row: &mut CaseRow) -> anyhow::Resu
     check_data(lab, &wl.attempts(lab)?, row)
 }
 
-/// Case 1 after node4 came back: node1..3 formed without it; it returns, joins, the volume grows to replica 4.
+/// Case 1 after node4 came back: node1..3 formed without it (replica 4, node4's slot a stand-in brick on another
+/// node); it returns, joins, and takes the stand-in's slot (replace-brick); the stand-in's directory is removed.
 fn node4_returns(
     lab: &Lab,
     wl: &Workload,
@@ -312,16 +322,35 @@ fn node4_returns(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let v = volume_ok(lab, "node1")?;
+    let stand_in = v.bricks.iter().find(|b| b.path == STAND_IN).cloned();
     notes.push(format!(
-        "formed without node4: replica {} on {} bricks",
+        "formed without node4: replica {} on {:?}",
         v.replica_count,
-        v.bricks.len()
+        brick_hosts(&v)
     ));
+    anyhow::ensure!(
+        v.replica_count == 4 && stand_in.is_some(),
+        "formed without node4, but not as replica 4 with a stand-in brick: replica {}, bricks {:?}",
+        v.replica_count,
+        v.bricks
+    );
+    let stand_in_node = NODES
+        .iter()
+        .copied()
+        .find(|n| {
+            status(lab, n).is_ok_and(|s| {
+                stand_in
+                    .as_ref()
+                    .is_some_and(|b| s["this_node"].as_str() == Some(b.host.as_str()))
+            })
+        })
+        .ok_or_else(|| anyhow::anyhow!("no node is the stand-in's host {stand_in:?}"))?;
     wait_acks(lab, wl, 0.0, 10)?;
     lab.start("node4")?;
     let back = Instant::now();
-    wait_until(FORM_TIMEOUT, "replica 4 volume with node4", || {
-        Ok(volume_ok(lab, "node1")?.bricks.len() == 4)
+    wait_until(FORM_TIMEOUT, "node4's brick in the stand-in's slot", || {
+        let v = volume_ok(lab, "node1")?;
+        Ok(v.bricks.len() == 4 && v.bricks.iter().all(|b| b.path != STAND_IN))
     })?;
     notes.push(format!(
         "node4 has a brick {:.0} s after its start",
@@ -331,6 +360,17 @@ fn node4_returns(
     row.heal_s = Some(back.elapsed().as_secs_f64());
     settle_and_check(lab, wl, row)?;
     let id = assert_one_cluster(lab)?;
+    wait_until(
+        Duration::from_secs(120),
+        "the vacated stand-in directory removed",
+        || {
+            Ok(lab
+                .exec(stand_in_node, &["test", "-e", STAND_IN])?
+                .status
+                .code()
+                == Some(1))
+        },
+    )?;
     notes.push(format!(
         "one pool, volume {}, one swarm",
         &id[..8.min(id.len())]
@@ -726,10 +766,6 @@ fn daemons_crash_and_a_dead_manager_is_replaced() {
 }
 
 #[test]
-#[ignore = "open: after add-brick replica 3 -> 4 under live writes, files written before the add can stay missing or \
-            different on the new brick with nothing marked pending (heal pending 0, no self-heal completes; a \
-            full heal sweeps the new, empty brick): 1a passed 4 of 4 runs on 2026-12-02, 1b failed 1 of 2 after \
-            the brick-mark fix with 263 files differing for 10 min. Run with --ignored"]
 fn recovery_after_formation_faults() {
     in_own_lab(
         "recovery_after_formation_faults",
@@ -739,8 +775,6 @@ fn recovery_after_formation_faults() {
 }
 
 #[test]
-#[ignore = "same add-brick exposure as case 1a (see its reason); its brick-mark failure is fixed (the agent \
-            cleared the marks and the add-brick went through in the 2026-12-02 runs). Run with --ignored"]
 fn formation_with_a_node_killed_in_the_pool() {
     in_own_lab(
         "formation_with_a_node_killed_in_the_pool",

@@ -10,17 +10,26 @@
 //! (a rebooted cluster, or a late node).
 //!
 //! # Volume layout
-//! - Up to 4 nodes: one brick per node, `replica N` (every node holds every file; with 4 nodes it survives any
-//!   one node lost with writes, and reads survive three). 2 nodes give replica 2, which Gluster warns is prone to
-//!   split-brain; the client quorum chosen below (`auto`) makes the first brick the tie-breaker.
-//! - More than 4 nodes at formation: distributed-replicated with `replica 3` over `3 * floor(N / 3)` nodes (sets of
+//! - Built for up to 4 nodes: one brick per node, `replica N` (every node holds every file; with 4 nodes it
+//!   survives any one node lost with writes, and reads survive three). 2 nodes give replica 2, which Gluster warns
+//!   is prone to split-brain; the client quorum chosen below (`auto`) makes the first brick the tie-breaker.
+//! - Formed by a majority (a node missing after `agent.majority_wait_secs`): the volume still gets the replica
+//!   count the cluster is built for. Each missing node's slot holds a *stand-in brick*: a second brick directory
+//!   ([`crate::config::Config::stand_in_path`]) on a present node other than the first brick's, so that losing
+//!   that node still leaves the first brick and half of the set (client quorum holds). When the missing node
+//!   (or any fresh card) joins, `replace-brick` moves the stand-in onto it: the replica count never changes after
+//!   formation. Raising it instead (`add-brick replica r+1`) was measured to lose files for the new brick: a
+//!   client still on the old brick list creates and writes files with no pending mark for a brick it does not
+//!   know, so no heal ever fills them (fault case 1). With replace-brick both brick lists name the same slot,
+//!   and a write that misses it is marked pending for it.
+//! - More than 4 nodes: distributed-replicated with `replica 3` over `3 * floor(N / 3)` nodes (sets of
 //!   3 consecutive nodes by node id). Raising the replica with the node count would multiply every write by N on
 //!   the Pis' shared LAN for no gain in availability (client quorum needs a majority of a set either way); sets of 3
 //!   keep one write = 3 copies and tolerate one lost node per set. The remaining `N mod 3` nodes are spares:
 //!   they mount the volume and keep an empty brick, ready to take a dead node's place (replace-brick).
-//! - A late node: when the volume is a single replica set of fewer than 4 bricks it gets a brick and the replica
-//!   count rises by one (`add-brick replica r+1`); otherwise it is a spare (mounted, brick kept empty).
-
+//! - A late node: it takes a stand-in's slot when there is one; in a volume of a single replica set of fewer than
+//!   4 bricks without stand-ins (formed by an agent before stand-ins) it gets a brick and the replica count rises
+//!   by one (`add-brick replica r+1`); otherwise it is a spare (mounted, brick kept empty).
 /// What a node should do now about forming.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -85,29 +94,46 @@ pub fn decide(
     }
 }
 
-/// The volume to create from `n` member nodes (ordered by node id).
+/// The volume to create from the member nodes present (ordered by node id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumePlan {
     /// Replica count.
     pub replica: u32,
     /// How many of the members (the first ones) get a brick in the volume.
     pub bricks: usize,
+    /// For each missing node's slot, after the members' bricks: the index (among the members) of the member whose
+    /// stand-in brick holds it.
+    pub stand_ins: Vec<usize>,
 }
 
 /// The largest volume in which every node holds every file.
 pub const FULL_REPLICA_MAX: u32 = 4;
 
-/// The layout for `n` nodes at formation (see the module docs).
-pub fn plan_volume(n: usize) -> VolumePlan {
-    if n as u32 <= FULL_REPLICA_MAX {
+/// The layout for `present` nodes at formation of a cluster built for `expected` (see the module docs).
+pub fn plan_volume(present: usize, expected: u32) -> VolumePlan {
+    let n = present.min(expected as usize);
+    if expected <= FULL_REPLICA_MAX {
+        let missing = expected as usize - n;
+        // Never on the first member (the first brick: client quorum's tie-breaker); from the last one backwards.
+        let stand_ins = (0..missing)
+            .map(|i| if n > 1 { n - 1 - i % (n - 1) } else { 0 })
+            .collect();
+        VolumePlan {
+            replica: expected,
+            bricks: n,
+            stand_ins,
+        }
+    } else if n as u32 <= FULL_REPLICA_MAX {
         VolumePlan {
             replica: n as u32,
             bricks: n,
+            stand_ins: Vec::new(),
         }
     } else {
         VolumePlan {
             replica: 3,
             bricks: n / 3 * 3,
+            stand_ins: Vec::new(),
         }
     }
 }
@@ -198,34 +224,27 @@ mod tests {
 
     #[test]
     fn volume_layouts() {
+        let layout = |replica, bricks, stand_ins: &[usize]| VolumePlan {
+            replica,
+            bricks,
+            stand_ins: stand_ins.to_vec(),
+        };
+        assert_eq!(plan_volume(4, 4), layout(4, 4, &[]));
+        assert_eq!(plan_volume(3, 3), layout(3, 3, &[]));
+        assert_eq!(plan_volume(2, 2), layout(2, 2, &[]));
+        // A majority of 4: the missing slot is a stand-in on the last member, never on the first.
+        assert_eq!(plan_volume(3, 4), layout(4, 3, &[2]));
+        assert_eq!(plan_volume(2, 3), layout(3, 2, &[1]));
+        assert_eq!(plan_volume(2, 4), layout(4, 2, &[1, 1]));
         assert_eq!(
-            plan_volume(4),
-            VolumePlan {
-                replica: 4,
-                bricks: 4
-            }
+            plan_volume(3, 2),
+            layout(2, 2, &[]),
+            "extra nodes are spares"
         );
-        assert_eq!(
-            plan_volume(3),
-            VolumePlan {
-                replica: 3,
-                bricks: 3
-            }
-        );
-        assert_eq!(
-            plan_volume(8),
-            VolumePlan {
-                replica: 3,
-                bricks: 6
-            }
-        );
-        assert_eq!(
-            plan_volume(9),
-            VolumePlan {
-                replica: 3,
-                bricks: 9
-            }
-        );
+        // Bigger clusters: sets of 3, no stand-ins.
+        assert_eq!(plan_volume(8, 8), layout(3, 6, &[]));
+        assert_eq!(plan_volume(9, 9), layout(3, 9, &[]));
+        assert_eq!(plan_volume(4, 6), layout(4, 4, &[]));
         assert_eq!(late_brick_replica(3, 3), Some(4));
         assert_eq!(late_brick_replica(4, 4), None);
         assert_eq!(late_brick_replica(3, 6), None);

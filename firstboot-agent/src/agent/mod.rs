@@ -118,6 +118,8 @@ struct Agent {
     follow_up_heals: FollowUpHeals,
     /// Since when this node's brick directory has carried the volume's mark while the volume does not list it.
     stale_mark_since: Option<Instant>,
+    /// Since when this node's stand-in brick directory has been out of the volume.
+    stand_in_vacated_since: Option<Instant>,
     /// Set once a manager join of this node failed half-way: later joins use the worker token.
     worker_join_only: Arc<std::sync::atomic::AtomicBool>,
     /// Since when each disconnected pool member (by Gluster UUID) has been seen disconnected, without a break.
@@ -203,6 +205,7 @@ pub async fn run(
         heal_kicker: HealKicker::default(),
         follow_up_heals: FollowUpHeals::default(),
         stale_mark_since: None,
+        stand_in_vacated_since: None,
         worker_join_only: Default::default(),
         pool_down_since: BTreeMap::new(),
         swarm_down_since: BTreeMap::new(),
@@ -561,6 +564,7 @@ impl Agent {
         let majority_timeout =
             self.started.elapsed() >= Duration::from_secs(self.config.agent.majority_wait_secs);
         let brick_path = self.config.brick_path().display().to_string();
+        let stand_in_path = self.config.stand_in_path().display().to_string();
         let pool_down_secs = down_secs(
             &mut self.pool_down_since,
             me.pool
@@ -583,12 +587,14 @@ impl Agent {
             .map(|p| (p.announcement.hostname, p.announcement.addr))
             .collect();
         self.clear_stale_brick_marks(&me, &brick_path, &known_addrs);
+        self.remove_vacated_stand_in(&me, &stand_in_path, &known_addrs);
         let p = plan::plan(&Ctx {
             me: &me,
             peers: &peers,
             expected: self.config.cluster.nodes,
             majority_timeout,
             brick_path: &brick_path,
+            stand_in_path: &stand_in_path,
             swarm_nodes: swarm_nodes.as_deref(),
             probed_back: &self.probed_back,
             grace_secs: self.config.agent.replace_grace_secs,
@@ -818,6 +824,40 @@ impl Agent {
         }
     }
 
+    /// Removes this node's stand-in brick directory once the volume no longer lists it (a node took its slot with
+    /// `replace-brick`) and that has lasted [`STALE_MARK_AFTER`]: it holds only copies the other bricks have, and
+    /// left in place it would keep their space on this node's card. Nothing is removed while the volume cannot be
+    /// read.
+    fn remove_vacated_stand_in(
+        &mut self,
+        me: &NodeSummary,
+        stand_in_path: &str,
+        known_addrs: &BTreeMap<String, Ipv4Addr>,
+    ) {
+        let dir = self.config.stand_in_path();
+        let vacated = me.volume.as_ref().is_some_and(|vol| {
+            me.glusterd_ok
+                && !may_list_my_brick(me, vol, stand_in_path, self.addr, known_addrs)
+                && dir.exists()
+        });
+        if !vacated {
+            self.stand_in_vacated_since = None;
+            return;
+        }
+        let since = *self.stand_in_vacated_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < STALE_MARK_AFTER {
+            return;
+        }
+        self.stand_in_vacated_since = None;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::info!(
+                "removed the stand-in brick {}: a node took its slot in the volume",
+                dir.display()
+            ),
+            Err(e) => tracing::warn!("removing the stand-in brick {}: {e}", dir.display()),
+        }
+    }
+
     async fn execute(&mut self, action: &Action) -> anyhow::Result<()> {
         let vol = self.config.storage.volume_name.clone();
         match action {
@@ -827,9 +867,15 @@ impl Agent {
                 self.probed_back.insert(host.clone());
             }
             Action::CreateVolume { replica, bricks } => {
+                // Two bricks on one host (a stand-in beside its host's brick) need `force`.
+                let hosts: HashSet<&str> = bricks
+                    .iter()
+                    .filter_map(|b| b.split_once(':').map(|(h, _)| h))
+                    .collect();
+                let force = self.options.force_bricks || hosts.len() < bricks.len();
                 match self
                     .gluster
-                    .volume_create_replica(&vol, *replica, bricks, self.options.force_bricks)
+                    .volume_create_replica(&vol, *replica, bricks, force)
                     .await
                 {
                     Err(e) if e.is_already() => {}
@@ -975,7 +1021,24 @@ impl Agent {
                     .all(|n| n.up && n.mount_ok && n.swarm_role != "none")
                     && present >= self.config.cluster.nodes
                     && me.pool.iter().all(|m| m.connected);
-                if !all_good {
+                let stand_in_path = self.config.stand_in_path().display().to_string();
+                let stand_in_hosts: Vec<&str> = me
+                    .volume
+                    .iter()
+                    .flat_map(|v| &v.bricks)
+                    .filter_map(|b| b.split_once(':'))
+                    .filter(|(_, path)| *path == stand_in_path)
+                    .map(|(host, _)| host)
+                    .collect();
+                if !stand_in_hosts.is_empty() {
+                    detail = format!(
+                        "{} of the volume's bricks are stand-ins (on {}) for missing nodes: a second copy on \
+                         that card until a node joins and takes the slot",
+                        stand_in_hosts.len(),
+                        stand_in_hosts.join(", ")
+                    );
+                    Health::Degraded
+                } else if !all_good {
                     Health::Degraded
                 } else if let Some(left) = self.follow_up_heals.settling(Instant::now()) {
                     detail = format!(

@@ -7,8 +7,8 @@
 //! - **Pool leader**: among this node and the peers in its Gluster pool that answer, the smallest node id; before any
 //!   pool exists, the coordinator of [`super::election::decide`]. It probes nodes into the pool (at formation and
 //!   late nodes), creates and starts the volume once enough members are connected, keeps the volume options and
-//!   `auth.allow` right (exactly the pool members' addresses) and gives late nodes a brick when the layout rule
-//!   says so. It also replaces dead members (see *Replacement* below). Only the pool leader and only
+//!   `auth.allow` right (exactly the pool members' addresses) and gives a late node the slot of a stand-in brick
+//!   (see [`super::election`]) or a brick when the layout rule says so. It also replaces dead members (see *Replacement* below). Only the pool leader and only
 //!   when no node answers as being in a swarm initialises the Swarm.
 //! - **Swarm leader** (dockerd's Raft leader): promotes workers until the wanted manager count and keeps the
 //!   `picluster.shared-volume` node label in step with each node's mount.
@@ -21,8 +21,8 @@
 //! an agent restart starts the clock again, which only delays a replacement). A member down for less than that
 //! is never touched: it heals when it returns. With a dead member:
 //! - Gluster (pool leader): when a connected, ready member holds no brick (a fresh card, admitted like any late
-//!   node), the dead member's brick is moved onto it (`replace-brick … commit force`, self-heal fills it); this
-//!   comes before raising the replica count for a late node. A dead member that holds no brick any more is
+//!   node), a stand-in brick's slot, else the dead member's brick, is moved onto it (`replace-brick … commit
+//!   force`, self-heal fills it); this comes before raising the replica count for a late node. A dead member that holds no brick any more is
 //!   detached, but only once as many members answer as the cluster is built for, so a node that died during
 //!   formation (and never got a brick) keeps its place until a replacement is in.
 //! - Swarm (Swarm leader): once as many Swarm nodes are ready as the cluster is built for (the replacement has
@@ -171,6 +171,8 @@ pub struct Ctx<'a> {
     pub majority_timeout: bool,
     /// Brick directory path (the same on every node).
     pub brick_path: &'a str,
+    /// Stand-in brick directory path (the same on every node; see [`super::election`]).
+    pub stand_in_path: &'a str,
     /// Swarm nodes, when this node is the Swarm leader.
     pub swarm_nodes: Option<&'a [SwarmNodeView]>,
     /// Host names already probed back.
@@ -347,10 +349,16 @@ pub fn plan(ctx: &Ctx) -> Plan {
         }
         // The volume is laid out for the nodes the cluster was built for; extra nodes present at formation are
         // treated as late nodes (spares).
-        let layout = plan_volume(usable.len().min(ctx.expected as usize));
+        let layout = plan_volume(usable.len(), ctx.expected);
         let bricks = usable[..layout.bricks]
             .iter()
             .map(|s| format!("{}:{}", s.hostname, ctx.brick_path))
+            .chain(
+                layout
+                    .stand_ins
+                    .iter()
+                    .map(|i| format!("{}:{}", usable[*i].hostname, ctx.stand_in_path)),
+            )
             .collect();
         actions.push(Action::CreateVolume {
             replica: layout.replica,
@@ -419,15 +427,22 @@ pub fn plan(ctx: &Ctx) -> Plan {
             b.split_once(':')
                 .is_some_and(|(h, _)| dead_members.iter().any(|m| known_as(ctx, m, h)))
         });
+        // A stand-in holds a missing node's slot: the first node without a brick takes it, before any dead
+        // member's slot (the stand-in's host is alive, so nothing waits for a grace period).
+        let stand_in = vol.bricks.iter().find(|b| {
+            b.split_once(':')
+                .is_some_and(|(_, path)| path == ctx.stand_in_path)
+        });
+        let vacant = stand_in.or(dead_brick);
         let spare = usable
             .iter()
             .find(|s| !brick_hosts.contains(s.hostname.as_str()));
-        if let (Some(old), Some(new)) = (dead_brick, spare) {
+        if let (Some(old), Some(new)) = (vacant, spare) {
             actions.push(Action::ReplaceBrick {
                 old: old.clone(),
                 new: format!("{}:{}", new.hostname, ctx.brick_path),
             });
-        } else if let Some(new) = spare.filter(|_| dead_brick.is_none()) {
+        } else if let Some(new) = spare.filter(|_| vacant.is_none()) {
             if let Some(replica) = late_brick_replica(vol.replica, vol.bricks.len()) {
                 actions.push(Action::AddBrick {
                     replica,
@@ -636,6 +651,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     const BRICK: &str = "/srv/gluster/brick1/brick";
+    const STAND_IN: &str = "/srv/gluster/brick1/stand-in";
 
     fn node(i: u8) -> NodeSummary {
         NodeSummary {
@@ -679,6 +695,7 @@ mod tests {
             expected: 4,
             majority_timeout: false,
             brick_path: BRICK,
+            stand_in_path: STAND_IN,
             swarm_nodes: None,
             probed_back: &HashSet::new(),
             grace_secs: GRACE,
@@ -949,6 +966,7 @@ mod tests {
             expected: 4,
             majority_timeout: false,
             brick_path: BRICK,
+            stand_in_path: STAND_IN,
             swarm_nodes: Some(&views),
             probed_back: &HashSet::new(),
             grace_secs: GRACE,
@@ -1034,6 +1052,7 @@ mod tests {
             expected: 4,
             majority_timeout: true,
             brick_path: BRICK,
+            stand_in_path: STAND_IN,
             swarm_nodes: None,
             probed_back: &HashSet::new(),
             grace_secs: GRACE,
@@ -1139,7 +1158,7 @@ mod tests {
     }
 
     #[test]
-    fn a_majority_forms_a_volume_of_the_present_nodes_after_the_wait() {
+    fn a_majority_forms_the_full_volume_with_a_stand_in_after_the_wait() {
         // Node 4 was probed into the pool, then died before the volume existed.
         let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
         pool(&mut nodes, &[1, 2, 3, 4]);
@@ -1153,13 +1172,53 @@ mod tests {
             "waits before the majority wait is over"
         );
         let p = run_with(&nodes[0], &nodes[1..3], &BTreeMap::new(), &BTreeMap::new());
+        // Replica 4 all the same: node 4's slot is a stand-in on node 3 (not on node 1, the first brick).
         assert_eq!(
             p.actions,
             vec![Action::CreateVolume {
-                replica: 3,
-                bricks: (1..=3).map(|i| format!("pc-{i}:{BRICK}")).collect()
+                replica: 4,
+                bricks: vec![
+                    format!("pc-1:{BRICK}"),
+                    format!("pc-2:{BRICK}"),
+                    format!("pc-3:{BRICK}"),
+                    format!("pc-3:{STAND_IN}"),
+                ]
             }]
         );
+    }
+
+    #[test]
+    fn a_late_node_takes_the_stand_in_slot_at_once_never_a_raised_replica() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        let mut vol = volume(&[1, 2, 3], true);
+        vol.replica = 4;
+        vol.bricks.push(format!("pc-3:{STAND_IN}"));
+        for n in nodes.iter_mut() {
+            n.volume = Some(vol.clone());
+        }
+        // Node 4 is back (connected, ready, no brick): no grace period, the stand-in's host is alive.
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(has(&p, |a| *a
+            == Action::ReplaceBrick {
+                old: format!("pc-3:{STAND_IN}"),
+                new: format!("pc-4:{BRICK}"),
+            }));
+        assert!(!has(&p, |a| matches!(a, Action::AddBrick { .. })));
+        // Only the pool leader acts.
+        assert!(!has(
+            &run(
+                &nodes[1],
+                &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()]
+            ),
+            |a| { matches!(a, Action::ReplaceBrick { .. }) }
+        ));
+        // Without a node to take it, the stand-in stays.
+        let p = run(&nodes[0], &nodes[1..3]);
+        assert!(!has(&p, |a| matches!(
+            a,
+            Action::ReplaceBrick { .. } | Action::AddBrick { .. }
+        )));
     }
 
     #[test]
@@ -1244,6 +1303,7 @@ mod tests {
                 expected: 4,
                 majority_timeout: false,
                 brick_path: BRICK,
+                stand_in_path: STAND_IN,
                 swarm_nodes: Some(views),
                 probed_back: &HashSet::new(),
                 grace_secs: GRACE,

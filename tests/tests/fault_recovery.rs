@@ -345,6 +345,14 @@ fn node4_returns(
             })
         })
         .ok_or_else(|| anyhow::anyhow!("no node is the stand-in's host {stand_in:?}"))?;
+    // The page says why the cluster is degraded.
+    let s = status(lab, "node1")?;
+    anyhow::ensure!(
+        s["health"] == "degraded" && s["detail"].as_str().is_some_and(|d| d.contains("stand-in")),
+        "node1's status does not report the stand-in: health {}, detail {}",
+        s["health"],
+        s["detail"]
+    );
     wait_acks(lab, wl, 0.0, 10)?;
     lab.start("node4")?;
     let back = Instant::now();
@@ -371,6 +379,7 @@ fn node4_returns(
                 == Some(1))
         },
     )?;
+    notes.push(format!("{stand_in_node}'s stand-in directory removed"));
     notes.push(format!(
         "one pool, volume {}, one swarm",
         &id[..8.min(id.len())]

@@ -7,13 +7,15 @@
 //! the root filesystem ([`unpack_carried`]), removes it from the boot partition, and installs the packages the
 //! system lacks with `dpkg -i` ([`install_debs`]): dpkg unpacks every file of a call and then configures them in
 //! dependency order; files other files pre-depend on go in an earlier call ([`stages`]). Packages already installed at the same or a newer version are left out, so a closure fetched for a plain
-//! Debian release never downgrades what the image has.
+//! Debian release never downgrades what the image has. New packages are unpacked without an fsync per file and
+//! man-db's and initramfs-tools' needless work is turned off for the install; a marker ([`INSTALL_MARKER`]) makes
+//! that safe against a power cut.
 //!
 //! The tar format here is POSIX ustar, plain files only, flat (no directories), written and read by this module
 //! for both programs.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -429,6 +431,9 @@ pub struct Deb {
     pub depends: Vec<String>,
     /// Package names in its `Pre-Depends`.
     pub pre_depends: Vec<String>,
+    /// Its `postinst` or `triggers` control file names `update-initramfs` (it asks for the initramfs to be
+    /// rebuilt when it is configured).
+    pub initramfs_update: bool,
 }
 
 /// The package names of a relationship field (`a (>= 1) | b, c:any`): every alternative, without version or
@@ -513,6 +518,16 @@ pub struct Plan {
 /// Chooses which `.deb` files to install: the newest file of each package, unless the system already has that
 /// package (same architecture, or any for `all`) at the same or a newer version.
 pub fn plan(debs: &[Deb], installed: &BTreeMap<String, Vec<InstalledPackage>>) -> Plan {
+    plan_with(debs, installed, false)
+}
+
+/// [`plan`], and with `reinstall` also the packages installed at the very version carried (after an install
+/// that was cut off, see [`INSTALL_MARKER`]; a newer installed version is still left alone).
+pub fn plan_with(
+    debs: &[Deb],
+    installed: &BTreeMap<String, Vec<InstalledPackage>>,
+    reinstall: bool,
+) -> Plan {
     let mut newest: BTreeMap<&str, &Deb> = BTreeMap::new();
     let mut out = Plan::default();
     for d in debs {
@@ -543,8 +558,13 @@ pub fn plan(debs: &[Deb], installed: &BTreeMap<String, Vec<InstalledPackage>>) -
                     || i.architecture == d.architecture
             })
         });
+        let keep = |i: &InstalledPackage| match compare_versions(&i.version, &d.version) {
+            Ordering::Greater => true,
+            Ordering::Equal => !reinstall,
+            Ordering::Less => false,
+        };
         match have {
-            Some(i) if compare_versions(&i.version, &d.version) != Ordering::Less => {
+            Some(i) if keep(i) => {
                 out.skip.push((
                     d.clone(),
                     format!("{} {} is installed", d.package, i.version),
@@ -598,6 +618,38 @@ fn output_tail(out: &std::process::Output) -> String {
     lines[lines.len().saturating_sub(6)..].join(" / ")
 }
 
+fn installed_of(rows: &[[String; 4]]) -> BTreeMap<String, Vec<InstalledPackage>> {
+    let mut map: BTreeMap<String, Vec<InstalledPackage>> = BTreeMap::new();
+    for [name, architecture, version, status] in rows {
+        if status == "installed" {
+            map.entry(name.clone()).or_default().push(InstalledPackage {
+                architecture: architecture.clone(),
+                version: version.clone(),
+            });
+        }
+    }
+    map
+}
+
+/// Splits `dpkg-deb -I FILE control postinst triggers` output into the control paragraph (field lines and their
+/// continuation lines) and the rest (the scripts, which follow without a separator).
+fn split_control(text: &str) -> (&str, &str) {
+    let mut end = 0;
+    for line in text.split_inclusive('\n') {
+        let continuation = line.starts_with([' ', '\t']) && !line.trim().is_empty();
+        let field = line.split_once(':').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && !name.starts_with(['#', '-'])
+                && name.bytes().all(|b| b.is_ascii_graphic())
+        });
+        if !(continuation || field) {
+            break;
+        }
+        end += line.len();
+    }
+    text.split_at(end)
+}
+
 impl DpkgTools {
     fn dpkg_cmd(&self) -> Command {
         let mut c = Command::new(&self.dpkg);
@@ -608,32 +660,38 @@ impl DpkgTools {
         c
     }
 
-    /// Reads a `.deb` file's package name, version and architecture (`dpkg-deb -f`).
+    /// Reads a `.deb` file's control fields (package name, version, architecture, relations) and whether its
+    /// `postinst` or `triggers` asks for an initramfs update: one `dpkg-deb -I FILE control postinst triggers`,
+    /// which reads only the small control member of the file, not its data.
     pub fn read_deb(&self, path: &Path) -> Result<Deb, PackagesError> {
         let out = Command::new(&self.dpkg_deb)
-            .arg("-f")
+            .env("LC_ALL", "C")
+            .arg("-I")
             .arg(path)
-            .args([
-                "Package",
-                "Version",
-                "Architecture",
-                "Depends",
-                "Pre-Depends",
-            ])
+            .args(["control", "postinst", "triggers"])
             .output()
             .map_err(|e| PackagesError::BadDeb {
                 path: path.into(),
                 problem: format!("cannot run {}: {e}", self.dpkg_deb.display()),
             })?;
-        if !out.status.success() {
+        // dpkg-deb prints the control files the package has and exits 2 when one named is missing (most packages
+        // have no `triggers`); any other failure is a damaged file.
+        let missing_part_only = out.status.code() == Some(2)
+            && String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .all(|l| l.contains("control component"));
+        if !out.status.success() && !missing_part_only {
             return Err(PackagesError::BadDeb {
                 path: path.into(),
                 problem: output_tail(&out),
             });
         }
         let text = String::from_utf8_lossy(&out.stdout);
+        let (control, scripts) = split_control(&text);
         let field = |k: &str| {
-            text.lines()
+            control
+                .lines()
                 .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
                 .unwrap_or_default()
         };
@@ -644,6 +702,7 @@ impl DpkgTools {
             architecture: field("Architecture:"),
             depends: relation_names(&field("Depends:")),
             pre_depends: relation_names(&field("Pre-Depends:")),
+            initramfs_update: scripts.contains("update-initramfs"),
         };
         if deb.package.is_empty() || deb.version.is_empty() {
             return Err(PackagesError::BadDeb {
@@ -654,8 +713,8 @@ impl DpkgTools {
         Ok(deb)
     }
 
-    /// The packages dpkg has installed (status `installed`), by name.
-    pub fn installed(&self) -> Result<BTreeMap<String, Vec<InstalledPackage>>, PackagesError> {
+    /// Every package dpkg's database knows: (name, architecture, version, status).
+    fn query(&self) -> Result<Vec<[String; 4]>, PackagesError> {
         let mut c = Command::new(&self.dpkg_query);
         if let Some(r) = &self.root {
             c.arg(format!("--admindir={}", r.join("var/lib/dpkg").display()));
@@ -669,19 +728,37 @@ impl DpkgTools {
             .output()
             .map_err(io_err(format!("running {}", self.dpkg_query.display())))?;
         // dpkg-query exits 1 on an empty database with no pattern; its output is still what is installed.
-        let mut map: BTreeMap<String, Vec<InstalledPackage>> = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let f: Vec<&str> = line.split('\t').collect();
-            if f.len() == 4 && f[3] == "installed" {
-                map.entry(f[0].to_string())
-                    .or_default()
-                    .push(InstalledPackage {
-                        architecture: f[1].to_string(),
-                        version: f[2].to_string(),
-                    });
-            }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split('\t').collect();
+                (f.len() == 4).then(|| [f[0], f[1], f[2], f[3]].map(str::to_string))
+            })
+            .collect())
+    }
+
+    /// The packages dpkg has installed (status `installed`), by name.
+    pub fn installed(&self) -> Result<BTreeMap<String, Vec<InstalledPackage>>, PackagesError> {
+        Ok(installed_of(&self.query()?))
+    }
+
+    /// The names of the packages dpkg has files of in any state (installed, unpacked, half-installed, ...): all
+    /// but `not-installed` and `config-files`.
+    fn present(&self) -> Result<BTreeSet<String>, PackagesError> {
+        Ok(self
+            .query()?
+            .into_iter()
+            .filter(|[_, _, _, status]| status != "not-installed" && status != "config-files")
+            .map(|[name, ..]| name)
+            .collect())
+    }
+
+    /// `path` (absolute) on the system dpkg installs into: under [`DpkgTools::root`] when that is set.
+    fn system_path(&self, path: &str) -> PathBuf {
+        match &self.root {
+            Some(r) => r.join(path.trim_start_matches('/')),
+            None => PathBuf::from(path),
         }
-        Ok(map)
     }
 
     fn run_dpkg(&self, args: &[&str], files: &[&Deb]) -> Result<(), String> {
@@ -704,6 +781,259 @@ impl DpkgTools {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// a faster install, and what makes it safe
+
+/// The file in the packages directory that marks an install in progress. It is written (durably) before the
+/// first `dpkg -i` and removed only after the install ended, the system files changed for it were restored and
+/// everything was flushed to disk (`sync`). It holds those changes ([`Change`]s, JSON). Found at the start of
+/// [`install_debs`] it means the last install was cut off (power loss, crash): the changes are undone and every
+/// carried package is installed again, also those dpkg records as installed, because `--force-unsafe-io` may
+/// have left their files empty.
+pub const INSTALL_MARKER: &str = ".install-in-progress";
+
+/// Whether an install of the packages in `dir` was cut off before it ended (see [`INSTALL_MARKER`]): the
+/// packages must be installed again even when every program is there.
+pub fn install_interrupted(dir: &Path) -> bool {
+    dir.join(INSTALL_MARKER).exists()
+}
+
+/// The flag file of man-db's debconf setting `man-db/auto-update`: without it man-db's trigger (run after every
+/// install that adds manual pages) does not rebuild the manual page index. It is taken away during the install;
+/// the daily `man-db` job updates the index later.
+const MAN_DB_FLAG: &str = "/var/lib/man-db/auto-update";
+/// initramfs-tools' setting: `update_initramfs=no` turns `update-initramfs -u` (what packages ask for) into a
+/// no-op; a new kernel's `update-initramfs -c` still runs.
+const INITRAMFS_CONF: &str = "/etc/initramfs-tools/update-initramfs.conf";
+/// Packages whose initramfs hook adds something only when the root filesystem has the given type: their request
+/// for an update changes nothing in the initramfs otherwise. xfsprogs' `/usr/share/initramfs-tools/hooks/xfs`
+/// copies `xfs_repair`, `xfs_db` and `xfs_metadump` only when `/etc/fstab` mounts `/` as `xfs`.
+const ROOT_FS_HOOKS: &[(&str, &str)] = &[("xfsprogs", "xfs")];
+
+/// A system file changed for the duration of an install, with what restores it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// The file (absolute, as the installed system sees it; under [`DpkgTools::root`] when that is set).
+    pub path: String,
+    /// Its content before the install (`None`: it did not exist).
+    pub before: Option<String>,
+    /// Its permission bits before the install.
+    pub mode: u32,
+    /// Its content during the install (`None`: removed).
+    pub during: Option<String>,
+    /// Why it is changed.
+    pub why: String,
+}
+
+/// The content [`INSTALL_MARKER`] holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Journal {
+    changes: Vec<Change>,
+}
+
+/// The type of the filesystem `/etc/fstab` mounts at `/` (`None`: no such line).
+fn root_fs_type(fstab: &str) -> Option<String> {
+    fstab
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && !f[0].starts_with('#') && f[1] == "/")
+        .map(|f| f[2].to_string())
+}
+
+/// `text` of an `update-initramfs.conf` with every `update_initramfs=` setting turned to `no`.
+fn initramfs_updates_off(text: &str) -> String {
+    let mut out: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("update_initramfs=") {
+                "update_initramfs=no"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// The system files to change while `install` is installed, each only when that is safe (see [`MAN_DB_FLAG`],
+/// [`INITRAMFS_CONF`], [`ROOT_FS_HOOKS`]): nothing of a package being installed itself, the initramfs update only
+/// when every package asking for it is known to change nothing in the initramfs of this system.
+fn plan_changes(tools: &DpkgTools, install: &[Deb]) -> Vec<Change> {
+    let names: BTreeSet<&str> = install.iter().map(|d| d.package.as_str()).collect();
+    let mut out = Vec::new();
+    let existing = |path: &str| -> Option<(String, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let p = tools.system_path(path);
+        let meta = std::fs::symlink_metadata(&p).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let text = std::fs::read_to_string(&p).ok()?;
+        Some((text, meta.permissions().mode() & 0o7777))
+    };
+    if !names.contains("man-db") {
+        if let Some((text, mode)) = existing(MAN_DB_FLAG) {
+            out.push(Change {
+                path: MAN_DB_FLAG.into(),
+                before: Some(text),
+                mode,
+                during: None,
+                why: "no manual page index rebuild by man-db's trigger".into(),
+            });
+        }
+    }
+    let askers: Vec<&str> = install
+        .iter()
+        .filter(|d| d.initramfs_update)
+        .map(|d| d.package.as_str())
+        .collect();
+    if askers.is_empty() || names.iter().any(|n| n.starts_with("initramfs-tools")) {
+        return out;
+    }
+    let Some((text, mode)) = existing(INITRAMFS_CONF) else {
+        return out;
+    };
+    let root_fs = std::fs::read_to_string(tools.system_path("/etc/fstab"))
+        .ok()
+        .and_then(|t| root_fs_type(&t));
+    let needed: Vec<&str> = askers
+        .iter()
+        .copied()
+        .filter(|a| {
+            !ROOT_FS_HOOKS
+                .iter()
+                .any(|(p, fs)| p == a && root_fs.as_deref().is_some_and(|r| r != *fs))
+        })
+        .collect();
+    if !needed.is_empty() {
+        tracing::info!(
+            "the initramfs is updated as {} ask (root filesystem {})",
+            needed.join(", "),
+            root_fs.as_deref().unwrap_or("unknown")
+        );
+        return out;
+    }
+    let during = initramfs_updates_off(&text);
+    if during != text {
+        out.push(Change {
+            path: INITRAMFS_CONF.into(),
+            before: Some(text),
+            mode,
+            during: Some(during),
+            why: format!(
+                "no initramfs update for {}: its hook adds nothing with a {} root filesystem",
+                askers.join(", "),
+                root_fs.as_deref().unwrap_or("?")
+            ),
+        });
+    }
+    out
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory (fsynced, then renamed over it).
+fn write_file_atomically(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.picluster-tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Sets each file of `changes` to its `during` (`before == false`) or `before` content. Every change is tried;
+/// the first error is returned.
+fn set_files(tools: &DpkgTools, changes: &[Change], before: bool) -> Result<(), PackagesError> {
+    let mut first = None;
+    for c in changes {
+        let path = tools.system_path(&c.path);
+        let want = if before { &c.before } else { &c.during };
+        let done = match want {
+            Some(text) => write_file_atomically(&path, text.as_bytes(), c.mode),
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        };
+        if let Err(e) = done {
+            let what = if before { "restoring" } else { "changing" };
+            first.get_or_insert(PackagesError::Io {
+                what: format!("{what} {} ({})", path.display(), c.why),
+                source: e,
+            });
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Flushes everything written to the disk: `sync`, or `syncfs` of the root when dpkg installs into another root.
+fn sync_system(tools: &DpkgTools) -> Result<(), PackagesError> {
+    match &tools.root {
+        None => {
+            nix::unistd::sync();
+            Ok(())
+        }
+        Some(r) => {
+            let f = File::open(r).map_err(io_err(format!("opening {}", r.display())))?;
+            nix::unistd::syncfs(&f).map_err(|e| PackagesError::Io {
+                what: format!("syncfs of {}", r.display()),
+                source: e.into(),
+            })
+        }
+    }
+}
+
+/// Writes the marker holding `journal` (see [`INSTALL_MARKER`]) durably.
+fn write_marker(dir: &Path, journal: &Journal) -> Result<(), PackagesError> {
+    let marker = dir.join(INSTALL_MARKER);
+    let text = serde_json::to_vec_pretty(journal).expect("a journal serializes");
+    write_file_atomically(&marker, &text, 0o644)
+        .and_then(|_| sync_dir(dir))
+        .map_err(io_err(format!("writing {}", marker.display())))
+}
+
+/// Reads the marker of an install that was cut off; `None` when there is none. A marker that cannot be read
+/// still counts (its changes are then unknown).
+fn read_marker(dir: &Path) -> Option<Journal> {
+    let marker = dir.join(INSTALL_MARKER);
+    let text = match std::fs::read(&marker) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!("reading {}: {e}", marker.display());
+            return Some(Journal::default());
+        }
+    };
+    Some(serde_json::from_slice(&text).unwrap_or_else(|e| {
+        tracing::warn!(
+            "{} is not a journal this agent wrote: {e}",
+            marker.display()
+        );
+        Journal::default()
+    }))
+}
+
+/// Ends an install: restores the changed files, flushes the disk, then removes the marker. The marker stays when
+/// anything of that failed, so the next start restores again (and installs everything again).
+fn finish_install(dir: &Path, tools: &DpkgTools, journal: &Journal) -> Result<(), PackagesError> {
+    set_files(tools, &journal.changes, true)?;
+    sync_system(tools)?;
+    let marker = dir.join(INSTALL_MARKER);
+    std::fs::remove_file(&marker)
+        .and_then(|_| sync_dir(dir))
+        .map_err(io_err(format!("removing {}", marker.display())))
+}
+
 /// What [`install_debs`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct InstallReport {
@@ -713,45 +1043,128 @@ pub struct InstallReport {
     pub skipped: Vec<String>,
     /// How many `dpkg -i` passes it took (0: nothing to do).
     pub passes: u32,
+    /// How many of the passes ran with `--force-unsafe-io`.
+    pub unsafe_io_passes: u32,
+    /// Whether an install cut off before (see [`INSTALL_MARKER`]) was found: every carried package was installed
+    /// again.
+    pub recovered: bool,
+    /// The system files changed for the install and restored after it (see [`Change`]).
+    pub changed: Vec<String>,
+}
+
+/// The dpkg options of one `dpkg -i` of `files`: `--force-unsafe-io` (no fsync of every unpacked file; the
+/// install is made durable by one `sync` at its end, see [`INSTALL_MARKER`]) when none of the packages is on the
+/// system in any state before the install (`present`): a power cut can then only damage packages of this install,
+/// which the next start installs again, never a file the system had, which an upgrade would replace.
+fn dpkg_install_args(files: &[&Deb], present: &BTreeSet<String>) -> Vec<&'static str> {
+    let mut args = vec!["-i", "--force-confdef", "--force-confold"];
+    if files.iter().all(|d| !present.contains(&d.package)) {
+        args.push("--force-unsafe-io");
+    }
+    args
 }
 
 /// Installs the `.deb` files of `dir` that the system lacks (see [`plan`]): one `dpkg -i` per stage (see
 /// [`stages`]; one stage unless files pre-depend on other files), then `dpkg --configure -a` and up to two more
 /// passes for anything still missing. An interrupted earlier run is finished first (`dpkg --configure -a`).
+///
+/// To be fast on a slow SD card, and safe: packages new to the system are unpacked with `--force-unsafe-io` (no
+/// fsync per file; only a `dpkg -i` of packages that have no files on the system yet, so a power cut cannot damage
+/// a file the system had); man-db's index rebuild and an initramfs update that would change nothing are turned
+/// off for the install ([`Change`]). Both are recorded in [`INSTALL_MARKER`] before the first `dpkg -i`, undone
+/// at the end, failed or not, followed by `sync`; after a power cut the next call undoes them and installs every
+/// carried package again.
 pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, PackagesError> {
     let paths = debs_in(dir);
     let mut report = InstallReport::default();
+    let cut_off = read_marker(dir);
+    if let Some(j) = &cut_off {
+        tracing::warn!(
+            "an install of the packages in {} was cut off: restoring {} changed files, then installing every \
+             carried package again",
+            dir.display(),
+            j.changes.len()
+        );
+        set_files(tools, &j.changes, true)?;
+        report.recovered = true;
+    }
     if paths.is_empty() {
+        if let Some(j) = &cut_off {
+            finish_install(dir, tools, j)?;
+        }
         return Ok(report);
     }
     let debs = paths
         .iter()
         .map(|p| tools.read_deb(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let fail = |count: usize, problem: String| PackagesError::Dpkg {
-        dir: dir.into(),
-        count,
-        problem,
-    };
     // A run cut off by a power loss leaves packages unpacked but not configured. A failure here is only logged:
     // the passes below retry what is still missing and report what stays so.
     if let Err(e) = tools.run_dpkg(&["--configure", "-a"], &[]) {
         tracing::warn!("finishing an earlier install: {e}");
     }
-    let first = plan(&debs, &tools.installed()?);
+    let rows = tools.query()?;
+    let first = plan_with(&debs, &installed_of(&rows), cut_off.is_some());
     report.skipped = first
         .skip
         .iter()
         .map(|(d, why)| format!("{} {} ({why})", d.package, d.version))
         .collect();
     if first.install.is_empty() {
+        if let Some(j) = &cut_off {
+            finish_install(dir, tools, j)?;
+        }
         return Ok(report);
     }
+    let present = tools.present()?;
+    let journal = Journal {
+        changes: plan_changes(tools, &first.install),
+    };
+    write_marker(dir, &journal)?;
+    if let Err(e) = set_files(tools, &journal.changes, false) {
+        // Only slower: the install goes on, and the files are restored as recorded.
+        tracing::warn!("{e}");
+    }
+    report.changed = journal
+        .changes
+        .iter()
+        .map(|c| format!("{} ({})", c.path, c.why))
+        .collect();
+    for c in &report.changed {
+        tracing::info!("for the install: {c}");
+    }
+    let installed = run_installs(dir, tools, &first.install, &present, &mut report);
+    let finished = finish_install(dir, tools, &journal);
+    installed?;
+    finished?;
+    report.installed = first
+        .install
+        .iter()
+        .map(|d| format!("{} {}", d.package, d.version))
+        .collect();
+    Ok(report)
+}
+
+/// The `dpkg -i` passes of [`install_debs`] for `install`; an error names what is still not installed.
+fn run_installs(
+    dir: &Path,
+    tools: &DpkgTools,
+    install: &[Deb],
+    present: &BTreeSet<String>,
+    report: &mut InstallReport,
+) -> Result<(), PackagesError> {
+    let dpkg_i = |files: &[&Deb], report: &mut InstallReport| {
+        let args = dpkg_install_args(files, present);
+        report.passes += 1;
+        if args.contains(&"--force-unsafe-io") {
+            report.unsafe_io_passes += 1;
+        }
+        tools.run_dpkg(&args, files)
+    };
     let mut last_error = String::new();
-    let staged = stages(&first.install);
+    let staged = stages(install);
     let count = staged.len();
     for (i, stage) in staged.iter().enumerate() {
-        report.passes += 1;
         tracing::info!(
             "dpkg -i of {} packages from {} (stage {} of {count})",
             stage.len(),
@@ -759,7 +1172,7 @@ pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, Pack
             i + 1
         );
         let files: Vec<&Deb> = stage.iter().collect();
-        if let Err(e) = tools.run_dpkg(&["-i", "--force-confdef", "--force-confold"], &files) {
+        if let Err(e) = dpkg_i(&files, report) {
             // An early stage may hold packages that depend on later ones: configured at the end.
             tracing::warn!("{e}");
             last_error = e;
@@ -767,7 +1180,7 @@ pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, Pack
     }
     // Whatever is still missing (a pre-dependency the stages could not see, e.g. through a virtual package):
     // configure what was unpacked, then up to two more passes of what is left.
-    let mut todo = plan(&first.install, &tools.installed()?).install;
+    let mut todo = plan(install, &tools.installed()?).install;
     for _ in 0..3 {
         if todo.is_empty() {
             last_error.clear();
@@ -780,37 +1193,31 @@ pub fn install_debs(dir: &Path, tools: &DpkgTools) -> Result<InstallReport, Pack
         if todo.is_empty() || report.passes >= count as u32 + 2 {
             continue;
         }
-        report.passes += 1;
         tracing::info!(
             "dpkg -i of {} packages from {} (retry)",
             todo.len(),
             dir.display()
         );
         let files: Vec<&Deb> = todo.iter().collect();
-        if let Err(e) = tools.run_dpkg(&["-i", "--force-confdef", "--force-confold"], &files) {
+        if let Err(e) = dpkg_i(&files, report) {
             tracing::warn!("{e}");
             last_error = e;
         }
         todo = plan(&todo, &tools.installed()?).install;
     }
-    let after = tools.installed()?;
-    let still = plan(&first.install, &after).install;
-    if !still.is_empty() {
-        let names: Vec<String> = still
-            .iter()
-            .map(|d| format!("{} {}", d.package, d.version))
-            .collect();
-        return Err(fail(
-            first.install.len(),
-            format!("not installed: {}; {last_error}", names.join(", ")),
-        ));
+    let still = plan(install, &tools.installed()?).install;
+    if still.is_empty() {
+        return Ok(());
     }
-    report.installed = first
-        .install
+    let names: Vec<String> = still
         .iter()
         .map(|d| format!("{} {}", d.package, d.version))
         .collect();
-    Ok(report)
+    Err(PackagesError::Dpkg {
+        dir: dir.into(),
+        count: install.len(),
+        problem: format!("not installed: {}; {last_error}", names.join(", ")),
+    })
 }
 
 #[cfg(test)]
@@ -849,6 +1256,7 @@ mod tests {
             architecture: arch.into(),
             depends: Vec::new(),
             pre_depends: Vec::new(),
+            initramfs_update: false,
         }
     }
 
@@ -1028,5 +1436,328 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn a_cut_off_install_reinstalls_the_carried_version_but_never_downgrades() {
+        let debs = vec![
+            deb("glusterfs-server", "10.3-5", "arm64"),
+            deb("libc6", "2.36-9+deb12u9", "arm64"),
+            deb("tini", "0.19.0-1+b3", "arm64"),
+        ];
+        let mut installed = BTreeMap::new();
+        for (name, version) in [
+            ("glusterfs-server", "10.3-5"),
+            ("libc6", "2.36-9+rpt2+deb12u13"),
+        ] {
+            installed.insert(
+                name.to_string(),
+                vec![InstalledPackage {
+                    architecture: "arm64".into(),
+                    version: version.into(),
+                }],
+            );
+        }
+        let names =
+            |p: &Plan| -> Vec<String> { p.install.iter().map(|d| d.package.clone()).collect() };
+        assert_eq!(names(&plan(&debs, &installed)), ["tini"]);
+        assert_eq!(
+            names(&plan_with(&debs, &installed, true)),
+            ["glusterfs-server", "tini"]
+        );
+    }
+
+    #[test]
+    fn unsafe_io_only_for_packages_new_to_the_system() {
+        let present: BTreeSet<String> = ["libc6".to_string()].into();
+        let (a, b) = (deb("tini", "1", "arm64"), deb("libc6", "2", "arm64"));
+        assert!(dpkg_install_args(&[&a], &present).contains(&"--force-unsafe-io"));
+        let mixed = dpkg_install_args(&[&a, &b], &present);
+        assert!(!mixed.contains(&"--force-unsafe-io"), "{mixed:?}");
+        assert_eq!(mixed, ["-i", "--force-confdef", "--force-confold"]);
+    }
+
+    #[test]
+    fn control_text_fstab_and_initramfs_setting_are_read() {
+        let text = "Package: xfsprogs\nVersion: 6.1.0-1\nDepends: libc6 (>= 2.34),\n libuuid1\nDescription: x\n y\n \
+                    .\n#!/bin/sh\nset -e\nupdate-initramfs -u\n";
+        let (control, scripts) = split_control(text);
+        assert!(
+            control.ends_with(" .\n") && control.contains(" libuuid1\n"),
+            "{control}"
+        );
+        assert!(scripts.starts_with("#!/bin/sh") && scripts.contains("update-initramfs"));
+        let (control, scripts) =
+            split_control("Package: a\nVersion: 1\nactivate-noawait ldconfig\n");
+        assert_eq!(
+            (control, scripts),
+            ("Package: a\nVersion: 1\n", "activate-noawait ldconfig\n")
+        );
+        let fstab =
+            "proc /proc proc defaults 0 0\n# / xfs\nPARTUUID=1-02  /  ext4  defaults,noatime 0 1\n";
+        assert_eq!(root_fs_type(fstab).as_deref(), Some("ext4"));
+        assert_eq!(root_fs_type("proc /proc proc defaults 0 0\n"), None);
+        assert_eq!(
+            initramfs_updates_off("# c\nupdate_initramfs=yes\nbackup_initramfs=no\n"),
+            "# c\nupdate_initramfs=no\nbackup_initramfs=no\n"
+        );
+    }
+
+    /// A private root with man-db's flag, initramfs-tools' setting and an fstab mounting `/` as `root_fs`.
+    fn system_root(dir: &Path, root_fs: &str) -> PathBuf {
+        let root = dir.join("root");
+        for d in ["etc/initramfs-tools", "var/lib/man-db"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join(&INITRAMFS_CONF[1..]), INITRAMFS_CONF_TEXT).unwrap();
+        std::fs::write(root.join(&MAN_DB_FLAG[1..]), "").unwrap();
+        std::fs::write(
+            root.join("etc/fstab"),
+            format!("PARTUUID=36a31ccb-02  /  {root_fs}  defaults,noatime  0  1\n"),
+        )
+        .unwrap();
+        root
+    }
+
+    const INITRAMFS_CONF_TEXT: &str =
+        "# Configuration file for update-initramfs(8)\nupdate_initramfs=yes\nbackup_initramfs=no\n";
+
+    #[test]
+    fn only_changes_that_alter_nothing_the_system_needs_are_planned() {
+        let d = tempfile::tempdir().unwrap();
+        let tools = DpkgTools {
+            root: Some(system_root(d.path(), "ext4")),
+            ..Default::default()
+        };
+        let mut xfs = deb("xfsprogs", "6.1.0-1", "arm64");
+        xfs.initramfs_update = true;
+        let tini = deb("tini", "1", "arm64");
+        let paths = |c: Vec<Change>| -> Vec<String> { c.into_iter().map(|c| c.path).collect() };
+        assert_eq!(
+            paths(plan_changes(&tools, &[xfs.clone(), tini.clone()])),
+            [MAN_DB_FLAG, INITRAMFS_CONF]
+        );
+        // Nothing asks for an initramfs update: its setting stays.
+        assert_eq!(
+            paths(plan_changes(&tools, std::slice::from_ref(&tini))),
+            [MAN_DB_FLAG]
+        );
+        // Another package asks: it may change the initramfs, which is then updated.
+        let mut crypt = deb("cryptsetup-initramfs", "2", "all");
+        crypt.initramfs_update = true;
+        assert_eq!(
+            paths(plan_changes(&tools, &[xfs.clone(), crypt])),
+            [MAN_DB_FLAG]
+        );
+        // man-db or initramfs-tools themselves installed: their files are theirs.
+        let planned = plan_changes(&tools, &[xfs.clone(), deb("man-db", "2", "arm64")]);
+        assert_eq!(paths(planned), [INITRAMFS_CONF]);
+        let planned = plan_changes(&tools, &[xfs.clone(), deb("initramfs-tools", "2", "all")]);
+        assert_eq!(paths(planned), [MAN_DB_FLAG]);
+        // An XFS root needs xfsprogs' hook.
+        let d2 = tempfile::tempdir().unwrap();
+        let tools = DpkgTools {
+            root: Some(system_root(d2.path(), "xfs")),
+            ..Default::default()
+        };
+        assert_eq!(paths(plan_changes(&tools, &[xfs.clone()])), [MAN_DB_FLAG]);
+        // A system without man-db or initramfs-tools: nothing.
+        let tools = DpkgTools {
+            root: Some(d2.path().join("empty")),
+            ..Default::default()
+        };
+        assert!(plan_changes(&tools, &[xfs]).is_empty());
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// Fake dpkg tools over `root` in `dir`: dpkg-deb reads the fields from the file name (xfsprogs' postinst
+    /// asks for an initramfs update); dpkg logs each call with what the changed files and the marker look like
+    /// then, "installs" into `dir/status` (fails when `dir/fail` exists); dpkg-query reads `dir/status`.
+    fn fake_tools(dir: &Path, root: &Path, debs: &Path) -> DpkgTools {
+        let w = dir.display();
+        let dpkg_deb = script(
+            dir,
+            "dpkg-deb",
+            "n=$(basename \"$2\" .deb); echo \"Package: ${n%%_*}\"; v=${n#*_}; echo \"Version: ${v%_*}\"; \
+             echo \"Architecture: ${n##*_}\"; case $n in xfsprogs_*) printf '#!/bin/sh\\nupdate-initramfs -u\\n'; \
+             exit 0;; esac; echo \"dpkg-deb: '$2' contains no control component 'postinst'\" >&2; \
+             echo \"dpkg-deb: error: 2 requested control components are missing\" >&2; exit 2",
+        );
+        let dpkg = script(
+            dir,
+            "dpkg",
+            &format!(
+                "r=${{1#--root=}}; shift; {{ echo \"$*\"; grep -h update_initramfs= $r{INITRAMFS_CONF}; \
+                 [ -e $r{MAN_DB_FLAG} ] && echo man-db-flag; [ -e {0}/{INSTALL_MARKER} ] && echo marker; }} \
+                 >> {w}/dpkg.log; [ \"$1\" = -i ] || exit 0; [ -e {w}/fail ] && exit 1; \
+                 for f in \"$@\"; do case \"$f\" in *.deb) n=$(basename \"$f\" .deb); v=${{n#*_}}; \
+                 printf '%s\\t%s\\t%s\\tinstalled\\n' \"${{n%%_*}}\" \"${{n##*_}}\" \"${{v%_*}}\" >> {w}/status;; \
+                 esac; done",
+                debs.display()
+            ),
+        );
+        let dpkg_query = script(
+            dir,
+            "dpkg-query",
+            &format!("cat {w}/status 2>/dev/null; exit 0"),
+        );
+        DpkgTools {
+            dpkg,
+            dpkg_deb,
+            dpkg_query,
+            root: Some(root.to_path_buf()),
+        }
+    }
+
+    fn carried(dir: &Path) -> PathBuf {
+        let debs = dir.join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        for n in ["xfsprogs_6.1.0-1_arm64.deb", "tini_0.19.0-1+b3_arm64.deb"] {
+            std::fs::write(debs.join(n), n).unwrap();
+        }
+        debs
+    }
+
+    fn assert_restored(root: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let conf = root.join(&INITRAMFS_CONF[1..]);
+        assert_eq!(std::fs::read_to_string(&conf).unwrap(), INITRAMFS_CONF_TEXT);
+        let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+        assert!(root.join(&MAN_DB_FLAG[1..]).is_file());
+    }
+
+    #[test]
+    fn the_install_runs_with_unsafe_io_and_its_changes_then_restores_them() {
+        let d = tempfile::tempdir().unwrap();
+        let root = system_root(d.path(), "ext4");
+        let debs = carried(d.path());
+        let tools = fake_tools(d.path(), &root, &debs);
+        let report = install_debs(&debs, &tools).unwrap();
+        assert_eq!(report.installed.len(), 2, "{report:?}");
+        assert_eq!(
+            (report.passes, report.unsafe_io_passes),
+            (1, 1),
+            "{report:?}"
+        );
+        assert_eq!(report.changed.len(), 2, "{report:?}");
+        assert!(!report.recovered);
+        let log = std::fs::read_to_string(d.path().join("dpkg.log")).unwrap();
+        let i = log
+            .find("-i --force-confdef --force-confold --force-unsafe-io ")
+            .expect(&log);
+        // During the dpkg -i: no initramfs update, no man-db flag, the marker written.
+        assert_eq!(
+            log[i..].lines().skip(1).take(2).collect::<Vec<_>>(),
+            ["update_initramfs=no", "marker"],
+            "{log}"
+        );
+        // Before it (`--configure -a` of an earlier install): the system as it was, no marker.
+        assert!(
+            log.starts_with("--configure -a\nupdate_initramfs=yes\nman-db-flag\n-i "),
+            "{log}"
+        );
+        assert_restored(&root);
+        assert!(!install_interrupted(&debs));
+        // Everything there: nothing changed, no marker.
+        let again = install_debs(&debs, &tools).unwrap();
+        assert_eq!((again.passes, again.changed.len()), (0, 0), "{again:?}");
+        assert!(!install_interrupted(&debs));
+    }
+
+    #[test]
+    fn a_failed_install_restores_the_changes_too() {
+        let d = tempfile::tempdir().unwrap();
+        let root = system_root(d.path(), "ext4");
+        let debs = carried(d.path());
+        let tools = fake_tools(d.path(), &root, &debs);
+        std::fs::write(d.path().join("fail"), "").unwrap();
+        let err = install_debs(&debs, &tools).unwrap_err().to_string();
+        assert!(
+            err.contains("not installed: tini 0.19.0-1+b3, xfsprogs 6.1.0-1"),
+            "{err}"
+        );
+        let log = std::fs::read_to_string(d.path().join("dpkg.log")).unwrap();
+        assert!(log.contains("update_initramfs=no\nmarker"), "{log}");
+        assert_restored(&root);
+        // Everything was flushed to disk: not a cut-off install.
+        assert!(!install_interrupted(&debs));
+    }
+
+    #[test]
+    fn a_cut_off_install_is_undone_then_done_again_in_full() {
+        let d = tempfile::tempdir().unwrap();
+        let root = system_root(d.path(), "ext4");
+        let debs = carried(d.path());
+        let tools = fake_tools(d.path(), &root, &debs);
+        // The power went off during the install: the changes were made, the marker says so, and dpkg had
+        // recorded both packages as installed (their files may be empty).
+        let mut xfs = deb("xfsprogs", "6.1.0-1", "arm64");
+        xfs.initramfs_update = true;
+        let journal = Journal {
+            changes: plan_changes(&tools, &[xfs]),
+        };
+        assert_eq!(journal.changes.len(), 2);
+        write_marker(&debs, &journal).unwrap();
+        set_files(&tools, &journal.changes, false).unwrap();
+        assert!(!root.join(&MAN_DB_FLAG[1..]).exists());
+        std::fs::write(
+            d.path().join("status"),
+            "xfsprogs\tarm64\t6.1.0-1\tinstalled\ntini\tarm64\t0.19.0-1+b3\tinstalled\n",
+        )
+        .unwrap();
+        assert!(install_interrupted(&debs));
+        let report = install_debs(&debs, &tools).unwrap();
+        assert!(report.recovered, "{report:?}");
+        assert_eq!(
+            report.installed,
+            ["tini 0.19.0-1+b3", "xfsprogs 6.1.0-1"],
+            "every carried package again: {report:?}"
+        );
+        // Installed already: no unsafe io for them this time.
+        assert_eq!(
+            (report.passes, report.unsafe_io_passes),
+            (1, 0),
+            "{report:?}"
+        );
+        let log = std::fs::read_to_string(d.path().join("dpkg.log")).unwrap();
+        // Restored before dpkg ran at all.
+        assert!(
+            log.starts_with("--configure -a\nupdate_initramfs=yes\nman-db-flag\nmarker\n"),
+            "{log}"
+        );
+        assert!(
+            log.contains("-i --force-confdef --force-confold /"),
+            "{log}"
+        );
+        assert_restored(&root);
+        assert!(!install_interrupted(&debs));
+    }
+
+    #[test]
+    fn an_unreadable_marker_still_means_a_cut_off_install() {
+        let d = tempfile::tempdir().unwrap();
+        let root = system_root(d.path(), "ext4");
+        let debs = carried(d.path());
+        let tools = fake_tools(d.path(), &root, &debs);
+        std::fs::write(
+            d.path().join("status"),
+            "xfsprogs\tarm64\t6.1.0-1\tinstalled\ntini\tarm64\t0.19.0-1+b3\tinstalled\n",
+        )
+        .unwrap();
+        std::fs::write(debs.join(INSTALL_MARKER), "{\"chan").unwrap();
+        let report = install_debs(&debs, &tools).unwrap();
+        assert!(
+            report.recovered && report.installed.len() == 2,
+            "{report:?}"
+        );
+        assert!(!install_interrupted(&debs));
     }
 }

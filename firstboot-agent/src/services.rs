@@ -234,12 +234,22 @@ fn run(program: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Whether an install of the packages carried on the card was cut off (see
+/// [`crate::packages::INSTALL_MARKER`]): they must be installed again even when no program is missing.
+pub fn carried_install_interrupted(opts: &ServiceOptions) -> bool {
+    opts.packages_dir
+        .as_deref()
+        .is_some_and(crate::packages::install_interrupted)
+}
+
 /// Installs missing packages: `.deb` files carried on the card first (unpacked from `packages_archive` into
 /// `packages_dir`), then `apt-get`.
 fn install(opts: &ServiceOptions, report: &mut ServicesReport) -> Result<(), ServiceError> {
     use crate::packages;
     let missing = missing_packages(&opts.bin_dirs);
-    if missing.is_empty() {
+    // An install cut off by a power loss may have left the programs in place but their files empty: it is done
+    // again (`install_debs` sees its marker).
+    if missing.is_empty() && !carried_install_interrupted(opts) {
         return Ok(());
     }
     if !opts.install {

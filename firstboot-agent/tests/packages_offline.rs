@@ -122,6 +122,79 @@ fn carried_debs_install_in_dependency_order_without_downgrades() {
 }
 
 #[test]
+fn an_install_cut_off_by_a_power_loss_is_done_again_by_real_dpkg() {
+    let w = tempfile::tempdir().unwrap();
+    let root = w.path().join("root");
+    empty_root(&root);
+    let debs = w.path().join("debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    make_deb(&debs, "app", "1.0", "Depends: lib\n");
+    make_deb(&debs, "lib", "2.0", "");
+    let r = packages::install_debs(&debs, &tools(&root)).unwrap();
+    assert_eq!(r.installed.len(), 2, "{r:?}");
+    assert_eq!(r.unsafe_io_passes, 1, "new packages, unsafe io: {r:?}");
+    assert!(!packages::install_interrupted(&debs));
+    // As after a power cut during an install with --force-unsafe-io: dpkg says installed, a file is empty, the
+    // marker is there.
+    let file = root.join("usr/share/app/version");
+    std::fs::write(&file, "").unwrap();
+    std::fs::write(debs.join(packages::INSTALL_MARKER), "{\"changes\": []}").unwrap();
+    assert!(packages::install_interrupted(&debs));
+    let r = packages::install_debs(&debs, &tools(&root)).unwrap();
+    assert!(r.recovered, "{r:?}");
+    let mut installed = r.installed.clone();
+    installed.sort();
+    assert_eq!(installed, ["app 1.0", "lib 2.0"]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "app 1.0\n");
+    assert!(!packages::install_interrupted(&debs));
+    // Installed and no marker: nothing to do.
+    let r = packages::install_debs(&debs, &tools(&root)).unwrap();
+    assert!(
+        r.installed.is_empty() && r.passes == 0 && !r.recovered,
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_package_asking_for_an_initramfs_update_is_seen_in_its_control_files() {
+    let w = tempfile::tempdir().unwrap();
+    let plain = make_deb(w.path(), "plain", "1", "");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("DEBIAN")).unwrap();
+    std::fs::write(
+        src.path().join("DEBIAN/control"),
+        "Package: hooked\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: t\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.path().join("DEBIAN/triggers"),
+        "activate-noawait update-initramfs\n",
+    )
+    .unwrap();
+    let hooked = w.path().join("hooked_1_all.deb");
+    let o = Command::new("dpkg-deb")
+        .args(["-b", "--root-owner-group"])
+        .arg(src.path())
+        .arg(&hooked)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let t = DpkgTools::default();
+    let d = t.read_deb(&plain).unwrap();
+    assert_eq!((d.package.as_str(), d.initramfs_update), ("plain", false));
+    let d = t.read_deb(&hooked).unwrap();
+    assert_eq!(
+        (d.package.as_str(), d.version.as_str(), d.initramfs_update),
+        ("hooked", "1", true)
+    );
+    // Not a package: named.
+    let junk = w.path().join("junk_1_all.deb");
+    std::fs::write(&junk, "junk").unwrap();
+    let err = t.read_deb(&junk).unwrap_err().to_string();
+    assert!(err.contains("not a readable Debian package"), "{err}");
+}
+
+#[test]
 fn a_closure_with_a_missing_dependency_names_it() {
     let w = tempfile::tempdir().unwrap();
     let root = w.path().join("root");

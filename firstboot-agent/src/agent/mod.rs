@@ -335,7 +335,8 @@ impl Agent {
         loop {
             let opts = crate::services::ServiceOptions::for_config(&self.config);
             let missing = crate::services::missing_packages(&opts.bin_dirs);
-            if missing.is_empty() {
+            let interrupted = crate::services::carried_install_interrupted(&opts);
+            if missing.is_empty() && !interrupted {
                 break;
             }
             if !root_grown {
@@ -371,7 +372,13 @@ impl Agent {
                 }
                 _ => "the network (apt-get)".to_string(),
             };
-            self.set_detail(format!("installing {} from {source}", missing.join(", ")));
+            if missing.is_empty() {
+                self.set_detail(format!(
+                    "installing the packages from {source} again: the last install was cut off"
+                ));
+            } else {
+                self.set_detail(format!("installing {} from {source}", missing.join(", ")));
+            }
             let result =
                 tokio::task::spawn_blocking(move || crate::services::ensure_packages(&opts)).await;
             let error = match result {

@@ -16,7 +16,7 @@ pub const DEFAULT_API_PORT: u16 = 7780;
 /// Length of the cluster key in bytes (it is stored hex-encoded).
 pub const KEY_LEN: usize = 32;
 
-/// Name of the stand-in brick directory under `storage.brick_mount` ([`Config::stand_in_path`]).
+/// Name of the stand-in brick directory under `storage.brick_mount` ([`ClusterConfig::stand_in_path`]).
 pub const STAND_IN_DIR: &str = "stand-in";
 
 /// Errors found while reading or validating a config file.

@@ -80,7 +80,7 @@ pub struct BuildArgs {
     /// Public SSH key file for the user (enables SSH).
     #[arg(long, value_name = "FILE")]
     pub ssh_authorized_key: Option<PathBuf>,
-    /// Host names are PREFIX-<short id>.
+    /// Host names are PREFIX-ID, ID a short node id.
     #[arg(long, value_name = "PREFIX")]
     pub hostname_prefix: Option<String>,
     /// Wi-Fi network name.

@@ -15,7 +15,7 @@
 //!   is prone to split-brain; the client quorum chosen below (`auto`) makes the first brick the tie-breaker.
 //! - Formed by a majority (a node missing after `agent.majority_wait_secs`): the volume still gets the replica
 //!   count the cluster is built for. Each missing node's slot holds a *stand-in brick*: a second brick directory
-//!   ([`crate::config::Config::stand_in_path`]) on a present node other than the first brick's, so that losing
+//!   ([`crate::config::ClusterConfig::stand_in_path`]) on a present node other than the first brick's, so that losing
 //!   that node still leaves the first brick and half of the set (client quorum holds). When the missing node
 //!   (or any fresh card) joins, `replace-brick` moves the stand-in onto it: the replica count never changes after
 //!   formation. Raising it instead (`add-brick replica r+1`) was measured to lose files for the new brick: a

@@ -3,7 +3,7 @@
 //! [`run`] serves the API from the start (so `/api/status` answers while the disk is prepared), prepares the disk,
 //! makes sure glusterd and dockerd run, announces and browses over mDNS, and then ticks: every tick
 //! 1. reads this node's real state (gluster `--xml`, the Docker API, the mount table) into a
-//!    [`NodeSummary`](crate::api::model::NodeSummary) served to peers,
+//!    [`NodeSummary`] served to peers,
 //! 2. fetches every announced peer's summary over the authenticated API,
 //! 3. keeps the `/etc/hosts` block of peer names current,
 //! 4. asks the pure planner ([`plan::plan`]) for the phase and the next actions and runs them,

@@ -810,15 +810,14 @@ impl Agent {
                 && !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs)
                 && matches!(brick::volume_mark(&dir), Ok(Some(id)) if id.eq_ignore_ascii_case(&vol.id))
         });
-        let Some(vol) = stale else {
-            self.stale_mark_since = None;
-            return;
-        };
-        let since = *self.stale_mark_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < STALE_MARK_AFTER {
+        if !held_for(
+            &mut self.stale_mark_since,
+            stale.is_some(),
+            STALE_MARK_AFTER,
+        ) {
             return;
         }
-        self.stale_mark_since = None;
+        let Some(vol) = stale else { return };
         match brick::clear_stale_marks(&dir, &vol.id) {
             Ok(true) => tracing::warn!(
                 "cleared the marks of volume {} from {} (an add-brick or replace-brick failed after marking \
@@ -847,15 +846,9 @@ impl Agent {
                 && !may_list_my_brick(me, vol, stand_in_path, self.addr, known_addrs)
                 && dir.exists()
         });
-        if !vacated {
-            self.stand_in_vacated_since = None;
+        if !held_for(&mut self.stand_in_vacated_since, vacated, STALE_MARK_AFTER) {
             return;
         }
-        let since = *self.stand_in_vacated_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < STALE_MARK_AFTER {
-            return;
-        }
-        self.stand_in_vacated_since = None;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => tracing::info!(
                 "removed the stand-in brick {}: a node took its slot in the volume",
@@ -1260,6 +1253,21 @@ async fn full_heal_with_retries(
     }
 }
 
+/// Whether a condition, `holds` now, has held without a break for `after`, `since` keeping when it began (reset
+/// when it breaks, and once it answers true, so an action taken on it waits another `after` before it is repeated).
+fn held_for(since: &mut Option<Instant>, holds: bool, after: Duration) -> bool {
+    if !holds {
+        *since = None;
+        return false;
+    }
+    let began = *since.get_or_insert_with(Instant::now);
+    if began.elapsed() < after {
+        return false;
+    }
+    *since = None;
+    true
+}
+
 /// How long this node's brick must stay marked for the volume without being listed by it before the marks are
 /// cleared ([`Agent::clear_stale_brick_marks`]).
 const STALE_MARK_AFTER: Duration = Duration::from_secs(20);
@@ -1512,6 +1520,19 @@ mod tests {
 
     fn set(ids: &[&str]) -> HashSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn held_for_answers_once_a_condition_lasted_and_restarts_on_a_break() {
+        let mut since = None;
+        assert!(!held_for(&mut since, false, Duration::ZERO));
+        assert!(since.is_none());
+        assert!(!held_for(&mut since, true, Duration::from_secs(60)));
+        assert!(since.is_some(), "the clock started");
+        assert!(!held_for(&mut since, false, Duration::from_secs(60)));
+        assert!(since.is_none(), "a break resets it");
+        assert!(held_for(&mut since, true, Duration::ZERO));
+        assert!(since.is_none(), "answered: the next answer waits again");
     }
 
     #[test]

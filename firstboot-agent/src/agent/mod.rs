@@ -1025,10 +1025,8 @@ impl Agent {
                 let stand_in_hosts: Vec<&str> = me
                     .volume
                     .iter()
-                    .flat_map(|v| &v.bricks)
-                    .filter_map(|b| b.split_once(':'))
-                    .filter(|(_, path)| *path == stand_in_path)
-                    .map(|(host, _)| host)
+                    .flat_map(|v| plan::stand_in_bricks(&v.bricks, &stand_in_path))
+                    .map(|(_, host)| host)
                     .collect();
                 if !stand_in_hosts.is_empty() {
                     detail = format!(

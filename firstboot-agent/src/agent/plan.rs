@@ -8,8 +8,9 @@
 //!   pool exists, the coordinator of [`super::election::decide`]. It probes nodes into the pool (at formation and
 //!   late nodes), creates and starts the volume once enough members are connected, keeps the volume options and
 //!   `auth.allow` right (exactly the pool members' addresses) and gives a late node the slot of a stand-in brick
-//!   (see [`super::election`]) or a brick when the layout rule says so. It also replaces dead members (see *Replacement* below). Only the pool leader and only
-//!   when no node answers as being in a swarm initialises the Swarm.
+//!   (see [`super::election`]) or a brick when the layout rule says so. It also replaces dead members (see
+//!   *Replacement* below). Only the pool leader and only when no node answers as being in a swarm initialises
+//!   the Swarm.
 //! - **Swarm leader** (dockerd's Raft leader): promotes workers until the wanted manager count and keeps the
 //!   `picluster.shared-volume` node label in step with each node's mount.
 //! - **Everyone**: mounts the started volume, joins the swarm as a worker through a manager peer (the token comes
@@ -22,8 +23,8 @@
 //! is never touched: it heals when it returns. With a dead member:
 //! - Gluster (pool leader): when a connected, ready member holds no brick (a fresh card, admitted like any late
 //!   node), a stand-in brick's slot, else the dead member's brick, is moved onto it (`replace-brick … commit
-//!   force`, self-heal fills it); this comes before raising the replica count for a late node. A dead member that holds no brick any more is
-//!   detached, but only once as many members answer as the cluster is built for, so a node that died during
+//!   force`, self-heal fills it); this comes before raising the replica count for a late node. A dead member
+//!   that holds no brick any more is detached, but only once as many members answer as the cluster is built for, so a node that died during
 //!   formation (and never got a brick) keeps its place until a replacement is in.
 //! - Swarm (Swarm leader): once as many Swarm nodes are ready as the cluster is built for (the replacement has
 //!   joined), every Swarm node down for the grace period is removed: a worker at once (`node rm --force`), a
@@ -429,17 +430,16 @@ pub fn plan(ctx: &Ctx) -> Plan {
         });
         // A stand-in holds a missing node's slot: the first node without a brick takes it, before any dead
         // member's slot (the stand-in's host is alive, so nothing waits for a grace period).
-        let stand_in = vol.bricks.iter().find(|b| {
-            b.split_once(':')
-                .is_some_and(|(_, path)| path == ctx.stand_in_path)
-        });
-        let vacant = stand_in.or(dead_brick);
+        let stand_in = stand_in_bricks(&vol.bricks, ctx.stand_in_path)
+            .next()
+            .map(|(brick, _)| brick);
+        let vacant = stand_in.or(dead_brick.map(String::as_str));
         let spare = usable
             .iter()
             .find(|s| !brick_hosts.contains(s.hostname.as_str()));
         if let (Some(old), Some(new)) = (vacant, spare) {
             actions.push(Action::ReplaceBrick {
-                old: old.clone(),
+                old: old.to_string(),
                 new: format!("{}:{}", new.hostname, ctx.brick_path),
             });
         } else if let Some(new) = spare.filter(|_| vacant.is_none()) {
@@ -483,6 +483,18 @@ pub fn plan(ctx: &Ctx) -> Plan {
     } else {
         done(Phase::Steady, "formed".into(), actions)
     }
+}
+
+/// The stand-in bricks among `bricks` (`host:/path`, see [`super::election`]), each as (brick, host).
+pub(crate) fn stand_in_bricks<'a>(
+    bricks: &'a [String],
+    stand_in_path: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    bricks.iter().filter_map(move |b| {
+        b.split_once(':')
+            .filter(|(_, path)| *path == stand_in_path)
+            .map(|(host, _)| (b.as_str(), host))
+    })
 }
 
 /// Whether pool member `m` is the host `name` (as a brick names it): glusterd may list a member by its address

@@ -24,8 +24,8 @@
 //! - Gluster (pool leader): when a connected, ready member holds no brick (a fresh card, admitted like any late
 //!   node), a stand-in brick's slot, else the dead member's brick, is moved onto it (`replace-brick … commit
 //!   force`, self-heal fills it); this comes before raising the replica count for a late node. A dead member
-//!   that holds no brick any more is detached, but only once as many members answer as the cluster is built for, so a node that died during
-//!   formation (and never got a brick) keeps its place until a replacement is in.
+//!   that holds no brick any more is detached, but only once as many members answer as the cluster is built
+//!   for, so a node that died during formation (and never got a brick) keeps its place until a replacement is in.
 //! - Swarm (Swarm leader): once as many Swarm nodes are ready as the cluster is built for (the replacement has
 //!   joined), every Swarm node down for the grace period is removed: a worker at once (`node rm --force`), a
 //!   manager after a ready worker is promoted in its place and it is demoted (never fewer than the wanted

@@ -502,6 +502,7 @@ async fn swarm_loop(shared: Arc<Shared>, api_port: u16) {
         .expect("HTTP client builds");
     let mut docker: Option<Docker> = None;
     loop {
+        let reading_started = std::time::Instant::now();
         if docker.is_none() {
             docker = Docker::connect_at(&docker_socket())
                 .await
@@ -520,7 +521,9 @@ async fn swarm_loop(shared: Arc<Shared>, api_port: u16) {
             None => None,
         };
         shared.observed.write().expect("observed lock").swarm = report;
-        tokio::time::sleep(DETAIL_PERIOD).await;
+        // dockerd answers `/info` by running `runc --version` and `docker-init --version`: on a loaded node that
+        // is slow, and every 2 s it would keep dockerd busy.
+        tokio::time::sleep(pause_after(reading_started.elapsed(), DETAIL_PERIOD)).await;
     }
 }
 

@@ -852,25 +852,26 @@ fn is_public_module(path: &str) -> bool {
     rest.starts_with("/dist-packages/") && path.ends_with(".py")
 }
 
-/// The files dpkg lists for `package` (`NAME` or `NAME:ARCH`), read from its `info/*.list` file.
+/// The files dpkg lists for `package` (`NAME` or `NAME:ARCH`), read from its `info/*.list` file. The directory
+/// (thousands of entries) is listed only when neither `PACKAGE.list` nor `NAME.list` is there (a `Multi-Arch: same`
+/// package named without its architecture).
 fn package_files(tools: &DpkgTools, package: &str) -> Vec<String> {
     let info = tools.system_path("/var/lib/dpkg/info");
     let name = package.split(':').next().unwrap_or(package);
-    let mut candidates = vec![
-        info.join(format!("{package}.list")),
-        info.join(format!("{name}.list")),
-    ];
-    if let Ok(entries) = std::fs::read_dir(&info) {
-        candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{name}:")) && n.ends_with(".list"))
-        }));
-    }
-    candidates
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .map(|t| t.lines().map(str::to_string).collect())
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    let text = read(&info.join(format!("{package}.list")))
+        .or_else(|| read(&info.join(format!("{name}.list"))))
+        .or_else(|| {
+            let prefix = format!("{name}:");
+            std::fs::read_dir(&info).ok()?.flatten().find_map(|e| {
+                let file = e.file_name();
+                let file = file.to_str()?;
+                (file.starts_with(&prefix) && file.ends_with(".list"))
+                    .then(|| read(&e.path()))
+                    .flatten()
+            })
+        });
+    text.map(|t| t.lines().map(str::to_string).collect())
         .unwrap_or_default()
 }
 
@@ -1840,6 +1841,24 @@ mod tests {
         assert!(is_public_module("/usr/lib/python3.11/dist-packages/a/b.py"));
         assert!(!is_public_module("/usr/lib/python3.11/a.py"));
         assert!(!is_public_module("/usr/lib/python3/dist-packages/a.pyc"));
+    }
+
+    #[test]
+    fn package_files_are_found_by_name_or_with_the_architecture() {
+        let d = tempfile::tempdir().unwrap();
+        let info = d.path().join("var/lib/dpkg/info");
+        std::fs::create_dir_all(&info).unwrap();
+        std::fs::write(info.join("python3-six.list"), "/a.py\n").unwrap();
+        std::fs::write(info.join("glusterfs-common.list"), "/b.py\n").unwrap();
+        std::fs::write(info.join("libpython3.11-stdlib:arm64.list"), "/c.py\n").unwrap();
+        let tools = DpkgTools {
+            root: Some(d.path().to_path_buf()),
+            ..DpkgTools::default()
+        };
+        assert_eq!(package_files(&tools, "python3-six"), ["/a.py"]);
+        assert_eq!(package_files(&tools, "glusterfs-common:arm64"), ["/b.py"]);
+        assert_eq!(package_files(&tools, "libpython3.11-stdlib"), ["/c.py"]);
+        assert!(package_files(&tools, "absent").is_empty());
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct LabOptions {
     pub pi_hostnames: bool,
     /// `[agent]` config values set on every node (`--agent-set KEY=VALUE`), e.g. a short grace period.
     pub agent_set: Vec<(String, String)>,
+    /// Boot the nodes but start no agent until [`Lab::start_agents`] (`--agents-later`).
+    pub agents_later: bool,
 }
 
 impl LabOptions {
@@ -96,7 +98,15 @@ impl LabOptions {
             card_size: None,
             pi_hostnames: false,
             agent_set: Vec::new(),
+            agents_later: false,
         }
+    }
+
+    /// Boots the nodes but starts no agent until [`Lab::start_agents`] (`--agents-later`): a fault can be set up
+    /// before formation begins.
+    pub fn agents_later(mut self) -> LabOptions {
+        self.agents_later = true;
+        self
     }
 
     /// With `key = value` in every node's `[agent]` config section (a number or true/false).
@@ -230,6 +240,9 @@ impl Lab {
         for (k, v) in &opts.agent_set {
             args.extend(["--agent-set".into(), format!("{k}={v}")]);
         }
+        if opts.agents_later {
+            args.push("--agents-later".into());
+        }
         let mut lab = Lab {
             id,
             nodes: opts.nodes,
@@ -353,6 +366,11 @@ impl Lab {
     /// Power cut: every process of `node` gets SIGKILL, its link vanishes; card and state stay.
     pub fn kill(&self, node: &str) -> Result<()> {
         self.run_ok(&["kill", node]).map(drop)
+    }
+
+    /// Starts the agent on every running node that has none (after [`LabOptions::agents_later`]).
+    pub fn start_agents(&self) -> Result<()> {
+        self.run_ok(&["agents"]).map(drop)
     }
 
     /// Boots `node` again after [`Lab::kill`] and waits until its daemons answer.

@@ -124,6 +124,8 @@ struct Agent {
     worker_join_only: Arc<std::sync::atomic::AtomicBool>,
     /// Since when each disconnected pool member (by Gluster UUID) has been seen disconnected, without a break.
     pool_down_since: BTreeMap<String, Instant>,
+    /// Since when each pool member (by UUID) has been half-way through the probe handshake.
+    pool_unjoined_since: BTreeMap<String, Instant>,
     /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
     swarm_down_since: BTreeMap<String, Instant>,
 }
@@ -208,6 +210,7 @@ pub async fn run(
         stand_in_vacated_since: None,
         worker_join_only: Default::default(),
         pool_down_since: BTreeMap::new(),
+        pool_unjoined_since: BTreeMap::new(),
         swarm_down_since: BTreeMap::new(),
         announcement: Arc::new(RwLock::new(Announcement {
             cluster_id: config.cluster.id.clone(),
@@ -579,6 +582,13 @@ impl Agent {
                 .filter(|m| !m.connected)
                 .map(|m| m.uuid.clone()),
         );
+        let pool_unjoined_secs = down_secs(
+            &mut self.pool_unjoined_since,
+            me.pool
+                .iter()
+                .filter(|m| !m.in_cluster)
+                .map(|m| m.uuid.clone()),
+        );
         let swarm_down_secs = down_secs(
             &mut self.swarm_down_since,
             swarm_nodes
@@ -606,6 +616,7 @@ impl Agent {
             probed_back: &self.probed_back,
             grace_secs: self.config.agent.replace_grace_secs,
             pool_down_secs: &pool_down_secs,
+            pool_unjoined_secs: &pool_unjoined_secs,
             swarm_down_secs: &swarm_down_secs,
             known_addrs: &known_addrs,
         });
@@ -1094,9 +1105,10 @@ async fn read_gluster(
     let members = pool
         .into_iter()
         .map(|p| PoolMember {
+            in_cluster: p.in_cluster(),
+            connected: p.connected || p.is_self,
             uuid: p.uuid,
             hostname: p.hostname,
-            connected: p.connected || p.is_self,
         })
         .collect();
     let vol = match gluster.volume_info(volume).await {
@@ -1540,6 +1552,7 @@ mod tests {
             uuid: uuid.into(),
             hostname: host.into(),
             connected: true,
+            in_cluster: true,
         };
         let me = NodeSummary {
             hostname: "picluster-0d03aa".into(),

@@ -39,6 +39,10 @@ use crate::api::model::{NodeSummary, PoolMember};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
+/// How long a pool member may stay half-way through the probe handshake before the leader detaches it to probe it
+/// afresh. A handshake takes well under a second natively; emulated Pis take seconds.
+pub const HANDSHAKE_STUCK_SECS: u64 = 60;
+
 /// The Swarm node label that says whether the shared volume is mounted on a node.
 pub const MOUNT_LABEL: &str = "picluster.shared-volume";
 
@@ -182,6 +186,9 @@ pub struct Ctx<'a> {
     pub grace_secs: u64,
     /// For each Gluster pool member (by UUID) that is disconnected now: for how many seconds it has been.
     pub pool_down_secs: &'a BTreeMap<String, u64>,
+    /// For each Gluster pool member (by UUID) whose probe handshake is unfinished now: for how many seconds it has
+    /// been.
+    pub pool_unjoined_secs: &'a BTreeMap<String, u64>,
     /// For each Swarm node (by Swarm node id) that is not ready now: for how many seconds it has been.
     pub swarm_down_secs: &'a BTreeMap<String, u64>,
     /// Last announced address of every node heard of, by host name (dead members included).
@@ -262,13 +269,19 @@ pub fn plan(ctx: &Ctx) -> Plan {
     }
 
     // In a pool. Which peers are in my pool (by glusterd UUID), and which are connected.
+    // A member still half-way through the probe handshake counts as neither (glusterd refuses bricks on it).
     let connected: HashSet<&str> = me
         .pool
         .iter()
-        .filter(|m| m.connected)
+        .filter(|m| m.connected && m.in_cluster)
         .map(|m| m.uuid.as_str())
         .collect();
-    let in_pool: HashSet<&str> = me.pool.iter().map(|m| m.uuid.as_str()).collect();
+    let in_pool: HashSet<&str> = me
+        .pool
+        .iter()
+        .filter(|m| m.in_cluster)
+        .map(|m| m.uuid.as_str())
+        .collect();
     let is_in_pool = |s: &NodeSummary| {
         s.gluster_uuid
             .as_deref()
@@ -306,6 +319,27 @@ pub fn plan(ctx: &Ctx) -> Plan {
     if i_lead {
         for p in &outsiders {
             actions.push(Action::Probe(p.hostname.clone()));
+        }
+    }
+
+    // A member stuck half-way through the probe handshake (it lost power in the middle of it: the prober keeps it
+    // in `Probe Sent to Peer`, the restarted peer never answers) would stay unusable for ever. Once it has been so
+    // for HANDSHAKE_STUCK_SECS the leader detaches it; it is an outsider again and the next probe starts afresh.
+    if i_lead {
+        for m in me.pool.iter().filter(|m| !m.in_cluster) {
+            let stuck = ctx
+                .pool_unjoined_secs
+                .get(&m.uuid)
+                .is_some_and(|secs| *secs >= HANDSHAKE_STUCK_SECS);
+            let holds_brick = me.volume.as_ref().is_some_and(|v| {
+                v.bricks.iter().any(|b| {
+                    b.split_once(':')
+                        .is_some_and(|(h, _)| known_as(ctx, m, h))
+                })
+            });
+            if stuck && !holds_brick {
+                actions.push(Action::Detach(m.hostname.clone()));
+            }
         }
     }
 
@@ -678,6 +712,7 @@ mod tests {
                 uuid: format!("u{i}"),
                 hostname: "localhost".into(),
                 connected: true,
+                in_cluster: true,
             }],
             ..Default::default()
         }
@@ -695,6 +730,7 @@ mod tests {
                         format!("pc-{i}")
                     },
                     connected: true,
+                    in_cluster: true,
                 })
                 .collect();
         }
@@ -712,6 +748,7 @@ mod tests {
             probed_back: &HashSet::new(),
             grace_secs: GRACE,
             pool_down_secs: &BTreeMap::new(),
+            pool_unjoined_secs: &BTreeMap::new(),
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: &BTreeMap::new(),
         })
@@ -912,6 +949,7 @@ mod tests {
                 uuid: "u0".into(),
                 hostname: "pc-0".into(),
                 connected: true,
+                in_cluster: true,
             });
         }
         late.pool = nodes[0].pool.clone();
@@ -983,6 +1021,7 @@ mod tests {
             probed_back: &HashSet::new(),
             grace_secs: GRACE,
             pool_down_secs: &BTreeMap::new(),
+            pool_unjoined_secs: &BTreeMap::new(),
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: &BTreeMap::new(),
         });
@@ -1069,6 +1108,7 @@ mod tests {
             probed_back: &HashSet::new(),
             grace_secs: GRACE,
             pool_down_secs: pool_down,
+            pool_unjoined_secs: &BTreeMap::new(),
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: known,
         })
@@ -1234,6 +1274,80 @@ mod tests {
     }
 
     #[test]
+    fn a_member_stuck_in_the_probe_handshake_gets_no_brick_and_is_detached_after_a_while() {
+        // The case-1b lab run of 2026-12-02: node 4 lost power between the leader's probe and its own reply; back
+        // up, the leader still lists it as `Probe Sent to Peer` (connected) and glusterd refuses bricks on it.
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        let mut vol = volume(&[1, 2, 3], true);
+        vol.replica = 4;
+        vol.bricks.push(format!("pc-3:{STAND_IN}"));
+        for n in nodes.iter_mut().take(3) {
+            n.volume = Some(vol.clone());
+            n.pool[3].in_cluster = false;
+        }
+        // Node 4 itself knows nobody.
+        nodes[3].pool = node(4).pool;
+        let stuck_for = |secs: u64| {
+            let unjoined = BTreeMap::from([("u4".to_string(), secs)]);
+            plan(&Ctx {
+                me: &nodes[0],
+                peers: &nodes[1..],
+                expected: 4,
+                majority_timeout: true,
+                brick_path: BRICK,
+                stand_in_path: STAND_IN,
+                swarm_nodes: None,
+                probed_back: &HashSet::new(),
+                grace_secs: GRACE,
+                pool_down_secs: &BTreeMap::new(),
+                pool_unjoined_secs: &unjoined,
+                swarm_down_secs: &BTreeMap::new(),
+                known_addrs: &BTreeMap::new(),
+            })
+        };
+        let early = stuck_for(HANDSHAKE_STUCK_SECS - 1);
+        assert!(
+            !has(&early, |a| matches!(
+                a,
+                Action::ReplaceBrick { .. } | Action::AddBrick { .. } | Action::Detach(_)
+            )),
+            "no brick on a half-joined member, no detach while the handshake may still finish: {early:?}"
+        );
+        let late = stuck_for(HANDSHAKE_STUCK_SECS);
+        assert!(
+            has(&late, |a| *a == Action::Detach("pc-4".into())),
+            "{late:?}"
+        );
+        assert!(!has(&late, |a| matches!(a, Action::ReplaceBrick { .. })));
+        // Only the leader detaches.
+        let mut follower = nodes[1].clone();
+        follower.node_id = "n9".into();
+        let p = plan(&Ctx {
+            me: &follower,
+            peers: &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
+            expected: 4,
+            majority_timeout: true,
+            brick_path: BRICK,
+            stand_in_path: STAND_IN,
+            swarm_nodes: None,
+            probed_back: &HashSet::new(),
+            grace_secs: GRACE,
+            pool_down_secs: &BTreeMap::new(),
+            pool_unjoined_secs: &BTreeMap::from([("u4".to_string(), HANDSHAKE_STUCK_SECS)]),
+            swarm_down_secs: &BTreeMap::new(),
+            known_addrs: &BTreeMap::new(),
+        });
+        assert!(!has(&p, |a| matches!(a, Action::Detach(_))), "{p:?}");
+        // Detached, node 4 is an outsider again: the leader probes it, then gives it the stand-in's slot.
+        for n in nodes.iter_mut().take(3) {
+            n.pool.truncate(3);
+        }
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(has(&p, |a| *a == Action::Probe("pc-4".into())), "{p:?}");
+    }
+
+    #[test]
     fn auth_allow_is_exactly_the_pool_members() {
         // Node 4 dead but still in the pool: its last announced address stays allowed.
         let (nodes, down) = with_dead_node4(Some(GRACE), true);
@@ -1320,6 +1434,7 @@ mod tests {
                 probed_back: &HashSet::new(),
                 grace_secs: GRACE,
                 pool_down_secs: &BTreeMap::new(),
+            pool_unjoined_secs: &BTreeMap::new(),
                 swarm_down_secs: &down,
                 known_addrs: &BTreeMap::new(),
             })

@@ -32,6 +32,14 @@ pub struct PoolMember {
     pub hostname: String,
     /// Whether glusterd is connected to it.
     pub connected: bool,
+    /// Whether glusterd has it in state `Peer in Cluster` (false while the probe handshake is unfinished, e.g.
+    /// when the peer lost power in the middle of it). Absent in older summaries: true.
+    #[serde(default = "yes")]
+    pub in_cluster: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The shared volume as this node's glusterd reports it.

@@ -22,6 +22,16 @@ pub struct PoolPeer {
     pub state: String,
 }
 
+impl PoolPeer {
+    /// Whether the probe handshake with this peer is complete (`Peer in Cluster`; the local node always is, and
+    /// an entry without a state counts as complete). A peer that lost power in the middle of the handshake stays
+    /// in e.g. `Probe Sent to Peer` on the prober: glusterd then refuses bricks on it ("is not in 'Peer in
+    /// Cluster' state").
+    pub fn in_cluster(&self) -> bool {
+        self.is_self || self.state.is_empty() || self.state == "Peer in Cluster"
+    }
+}
+
 /// Whether a volume is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -516,6 +526,20 @@ mod tests {
         let other = peers.iter().find(|p| !p.is_self).unwrap();
         assert!(!other.connected, "{other:?}");
         assert_eq!(peers.iter().filter(|p| p.is_self).count(), 1);
+    }
+
+    #[test]
+    fn a_half_probed_peer_is_connected_but_not_in_the_cluster() {
+        let peers = parse_pool_list(&fixture("pool-list-probe-sent.xml")).unwrap();
+        let other = peers.iter().find(|p| !p.is_self).unwrap();
+        assert!(other.connected, "{other:?}");
+        assert_eq!(other.state, "Probe Sent to Peer");
+        assert!(!other.in_cluster(), "{other:?}");
+        let me = peers.iter().find(|p| p.is_self).unwrap();
+        assert!(me.in_cluster(), "{me:?}");
+
+        let peers = parse_pool_list(&fixture("pool-list-two.xml")).unwrap();
+        assert!(peers.iter().all(PoolPeer::in_cluster), "{peers:?}");
     }
 
     #[test]

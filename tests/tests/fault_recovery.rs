@@ -34,11 +34,11 @@
 //! the full replica count from the start with a stand-in brick in the missing node's slot, and a returning node
 //! takes the slot with `replace-brick`, as a fresh card does in case 6.
 
+use anyhow::Context;
 use cluster_tests::lab::{require_root, wait_until, Lab, LabOptions};
 use cluster_tests::summary::{render, CaseRow};
 use cluster_tests::workload::{self, write_stall, Attempt, Workload};
 use firstboot_agent::gluster::xml::{parse_pool_list, parse_volume_info, VolumeInfo};
-use anyhow::Context;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -440,16 +440,23 @@ fn case_1(
 
 /// Case 1a: node4 killed before any pool exists.
 fn case_1a(lab: &Lab, rows: &mut Vec<CaseRow>) {
-    case_1(lab, rows, "1a node4 killed before the pool", "c1a", "node4", |_| {
-        lab.kill("node4")?;
-        let peers = lab.state_dir().join("node4/fs/glusterd/peers");
-        let known = std::fs::read_dir(&peers).map(|d| d.count()).unwrap_or(0);
-        anyhow::ensure!(
+    case_1(
+        lab,
+        rows,
+        "1a node4 killed before the pool",
+        "c1a",
+        "node4",
+        |_| {
+            lab.kill("node4")?;
+            let peers = lab.state_dir().join("node4/fs/glusterd/peers");
+            let known = std::fs::read_dir(&peers).map(|d| d.count()).unwrap_or(0);
+            anyhow::ensure!(
             known == 0,
             "node4 was already in a pool when it was killed ({known} peers): the case did not happen"
         );
-        Ok(Instant::now())
-    });
+            Ok(Instant::now())
+        },
+    );
 }
 
 /// Case 1b (its own lab, agents not started yet): a node killed half-way through the coordinator's probe. The
@@ -481,19 +488,20 @@ fn case_1b(lab: &Lab, rows: &mut Vec<CaseRow>) {
         let peers = lab.state_dir().join(victim).join("fs/glusterd/peers");
         let deadline = Instant::now() + FORM_TIMEOUT;
         while std::fs::read_dir(&peers).map(|d| d.count()).unwrap_or(0) == 0 {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{victim} was never probed"
-            );
+            anyhow::ensure!(Instant::now() < deadline, "{victim} was never probed");
             std::thread::sleep(Duration::from_millis(10));
         }
         lab.kill(victim)?;
         let killed = Instant::now();
         let witness = others(victim)[0];
-        let pool = lab.exec_ok(witness, &["gluster", "pool", "list"])?;
+        let pool = parse_pool_list(&lab.exec_ok(witness, &["gluster", "--xml", "pool", "list"])?)?;
         notes.push(format!(
-            "{witness}'s pool at the kill: {}",
-            pool.lines().skip(1).map(str::trim).collect::<Vec<_>>().join(" | ")
+            "{witness} at the kill: {}",
+            pool.iter()
+                .filter(|p| !p.is_self)
+                .map(|p| format!("{} {}", p.hostname, p.state))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         Ok(killed)
     });

@@ -332,10 +332,9 @@ pub fn plan(ctx: &Ctx) -> Plan {
                 .get(&m.uuid)
                 .is_some_and(|secs| *secs >= HANDSHAKE_STUCK_SECS);
             let holds_brick = me.volume.as_ref().is_some_and(|v| {
-                v.bricks.iter().any(|b| {
-                    b.split_once(':')
-                        .is_some_and(|(h, _)| known_as(ctx, m, h))
-                })
+                v.bricks
+                    .iter()
+                    .any(|b| b.split_once(':').is_some_and(|(h, _)| known_as(ctx, m, h)))
             });
             if stuck && !holds_brick {
                 actions.push(Action::Detach(m.hostname.clone()));
@@ -1434,7 +1433,7 @@ mod tests {
                 probed_back: &HashSet::new(),
                 grace_secs: GRACE,
                 pool_down_secs: &BTreeMap::new(),
-            pool_unjoined_secs: &BTreeMap::new(),
+                pool_unjoined_secs: &BTreeMap::new(),
                 swarm_down_secs: &down,
                 known_addrs: &BTreeMap::new(),
             })

@@ -494,7 +494,8 @@ fn case_1b(lab: &Lab, rows: &mut Vec<CaseRow>) {
         lab.kill(victim)?;
         let killed = Instant::now();
         let witness = others(victim)[0];
-        let pool = parse_pool_list(&lab.exec_ok(witness, &["gluster", "--xml", "pool", "list"])?)?;
+        let pool = parse_pool_list(&lab.exec_ok(witness, &["gluster", "--xml", "pool", "list"])?)
+            .map_err(|e| anyhow::anyhow!("{witness}: gluster pool list: {e:?}"))?;
         notes.push(format!(
             "{witness} at the kill: {}",
             pool.iter()

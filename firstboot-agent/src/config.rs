@@ -149,6 +149,11 @@ pub struct AgentSection {
     /// and return. On a Pi this stays unset and the agent restarts the units with `systemctl`.
     #[serde(default)]
     pub service_starter: Option<PathBuf>,
+    /// Put a fast answer to `gsyncd --version` in gsyncd's place (a local dpkg diversion keeps the real program;
+    /// see `gluster::gsyncd`): every `gluster` CLI call asks it, and the real one starts Python. Off in the lab,
+    /// whose nodes share the host's /usr.
+    #[serde(default = "default_true")]
+    pub gsyncd_version_shortcut: bool,
 }
 
 impl Default for AgentSection {
@@ -162,10 +167,14 @@ impl Default for AgentSection {
             packages_dir: None,
             packages_archive: None,
             service_starter: None,
+            gsyncd_version_shortcut: true,
         }
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_brick_share() -> u8 {
     50
 }

@@ -442,6 +442,23 @@ impl Agent {
         {
             tracing::warn!("cannot limit TCP retransmissions to dead peers: {e}");
         }
+        if self.config.agent.gsyncd_version_shortcut {
+            let r = tokio::task::spawn_blocking(|| {
+                crate::gluster::gsyncd::install_version_shortcut(Path::new("/"))
+            })
+            .await;
+            match r {
+                Ok(Ok(crate::gluster::gsyncd::Shortcut::Installed { path, version })) => {
+                    tracing::info!(
+                        "{}: answers --version ({version}) without Python now",
+                        path.display()
+                    )
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("gsyncd --version shortcut: {e}"),
+                Err(e) => tracing::warn!("gsyncd --version shortcut: {e}"),
+            }
+        }
         loop {
             self.kick_services().await;
             let gluster_ok = self.gluster.is_responding().await;

@@ -7,9 +7,11 @@
 //! - [`xml`]: the typed results and the parsers of `gluster --xml` output (pure functions, tested on captures).
 //! - [`mount`]: mounting the volume through FUSE, checking the mount answers, the fstab line for boot.
 //! - [`brick`]: the marks glusterd leaves on a brick directory, and clearing those a failed transaction left.
+//! - [`gsyncd`]: a fast answer to the `gsyncd --version` every CLI call runs.
 
 pub mod brick;
 pub mod cli;
+pub mod gsyncd;
 pub mod mount;
 pub mod xml;
 

@@ -1096,6 +1096,17 @@ mod tests {
         pool_down: &BTreeMap<String, u64>,
         known: &BTreeMap<String, Ipv4Addr>,
     ) -> Plan {
+        run_unjoined(me, peers, pool_down, &BTreeMap::new(), known)
+    }
+
+    /// As [`run_with`], with members half-way through the probe handshake for `unjoined` seconds (by UUID).
+    fn run_unjoined(
+        me: &NodeSummary,
+        peers: &[NodeSummary],
+        pool_down: &BTreeMap<String, u64>,
+        unjoined: &BTreeMap<String, u64>,
+        known: &BTreeMap<String, Ipv4Addr>,
+    ) -> Plan {
         plan(&Ctx {
             me,
             peers,
@@ -1107,10 +1118,24 @@ mod tests {
             probed_back: &HashSet::new(),
             grace_secs: GRACE,
             pool_down_secs: pool_down,
-            pool_unjoined_secs: &BTreeMap::new(),
+            pool_unjoined_secs: unjoined,
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: known,
         })
+    }
+
+    /// Four nodes in one pool; nodes 1-3 have the volume formed without node 4: replica 4, node 4's slot a
+    /// stand-in on node 3.
+    fn formed_with_a_stand_in() -> Vec<NodeSummary> {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        let mut vol = volume(&[1, 2, 3], true);
+        vol.replica = 4;
+        vol.bricks.push(format!("pc-3:{STAND_IN}"));
+        for n in nodes.iter_mut().take(3) {
+            n.volume = Some(vol.clone());
+        }
+        nodes
     }
 
     fn has(p: &Plan, f: impl Fn(&Action) -> bool) -> bool {
@@ -1240,14 +1265,8 @@ mod tests {
 
     #[test]
     fn a_late_node_takes_the_stand_in_slot_at_once_never_a_raised_replica() {
-        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
-        pool(&mut nodes, &[1, 2, 3, 4]);
-        let mut vol = volume(&[1, 2, 3], true);
-        vol.replica = 4;
-        vol.bricks.push(format!("pc-3:{STAND_IN}"));
-        for n in nodes.iter_mut() {
-            n.volume = Some(vol.clone());
-        }
+        let mut nodes = formed_with_a_stand_in();
+        nodes[3].volume = nodes[0].volume.clone();
         // Node 4 is back (connected, ready, no brick): no grace period, the stand-in's host is alive.
         let p = run(&nodes[0], &nodes[1..]);
         assert!(has(&p, |a| *a
@@ -1276,34 +1295,16 @@ mod tests {
     fn a_member_stuck_in_the_probe_handshake_gets_no_brick_and_is_detached_after_a_while() {
         // The case-1b lab run of 2026-12-02: node 4 lost power between the leader's probe and its own reply; back
         // up, the leader still lists it as `Probe Sent to Peer` (connected) and glusterd refuses bricks on it.
-        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
-        pool(&mut nodes, &[1, 2, 3, 4]);
-        let mut vol = volume(&[1, 2, 3], true);
-        vol.replica = 4;
-        vol.bricks.push(format!("pc-3:{STAND_IN}"));
+        let mut nodes = formed_with_a_stand_in();
         for n in nodes.iter_mut().take(3) {
-            n.volume = Some(vol.clone());
             n.pool[3].in_cluster = false;
         }
         // Node 4 itself knows nobody.
         nodes[3].pool = node(4).pool;
+        let (none, no_addrs) = (BTreeMap::new(), BTreeMap::new());
         let stuck_for = |secs: u64| {
             let unjoined = BTreeMap::from([("u4".to_string(), secs)]);
-            plan(&Ctx {
-                me: &nodes[0],
-                peers: &nodes[1..],
-                expected: 4,
-                majority_timeout: true,
-                brick_path: BRICK,
-                stand_in_path: STAND_IN,
-                swarm_nodes: None,
-                probed_back: &HashSet::new(),
-                grace_secs: GRACE,
-                pool_down_secs: &BTreeMap::new(),
-                pool_unjoined_secs: &unjoined,
-                swarm_down_secs: &BTreeMap::new(),
-                known_addrs: &BTreeMap::new(),
-            })
+            run_unjoined(&nodes[0], &nodes[1..], &none, &unjoined, &no_addrs)
         };
         let early = stuck_for(HANDSHAKE_STUCK_SECS - 1);
         assert!(
@@ -1322,21 +1323,13 @@ mod tests {
         // Only the leader detaches.
         let mut follower = nodes[1].clone();
         follower.node_id = "n9".into();
-        let p = plan(&Ctx {
-            me: &follower,
-            peers: &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
-            expected: 4,
-            majority_timeout: true,
-            brick_path: BRICK,
-            stand_in_path: STAND_IN,
-            swarm_nodes: None,
-            probed_back: &HashSet::new(),
-            grace_secs: GRACE,
-            pool_down_secs: &BTreeMap::new(),
-            pool_unjoined_secs: &BTreeMap::from([("u4".to_string(), HANDSHAKE_STUCK_SECS)]),
-            swarm_down_secs: &BTreeMap::new(),
-            known_addrs: &BTreeMap::new(),
-        });
+        let p = run_unjoined(
+            &follower,
+            &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
+            &none,
+            &BTreeMap::from([("u4".to_string(), HANDSHAKE_STUCK_SECS)]),
+            &no_addrs,
+        );
         assert!(!has(&p, |a| matches!(a, Action::Detach(_))), "{p:?}");
         // Detached, node 4 is an outsider again: the leader probes it, then gives it the stand-in's slot.
         for n in nodes.iter_mut().take(3) {

@@ -305,6 +305,9 @@ fn agent_bin() -> String {
 fn start_agent(lab: &Lab, node: &str, config: &ClusterConfig) {
     let dev = std::fs::read_to_string(lab.state_dir().join(node).join("card.dev")).unwrap();
     let agent = agent_bin();
+    // Lab nodes share the host's /usr: the agent must not divert the host's gsyncd.
+    let mut config = config.clone();
+    config.agent.gsyncd_version_shortcut = false;
     let script = format!(
         "mkdir -p /etc/firstboot-agent && cat > /etc/firstboot-agent/cluster.toml <<'EOF'\n{}EOF\n\
          chmod 600 /etc/firstboot-agent/cluster.toml\n\

@@ -7,7 +7,8 @@
 //! 2 power cut of one node after formation (writes on the survivors continue, the Swarm keeps its replicas, the
 //! status says degraded, the survivors stay steady); 3 the node returns (heal pending reaches 0, the page says
 //! healthy); 5 network partitions made with `ci/lab partition`, 1|3 and 2|2, with writers on every node; 4 every
-//! node power-cut and started (the cluster returns on its own, same volume id, same swarm id).
+//! node power-cut and started (the cluster returns on its own, same volume id, same swarm id); 8 (not in issue 6)
+//! a brick process killed while its glusterd stays up (glusterd never restarts it: the agent must).
 //!
 //! What case 5 asserts is what the volume's quorum settings define (firstboot-agent `plan::VOLUME_OPTIONS` and
 //! `plan::GLOBAL_OPTIONS`): client quorum `auto` on replica 4 lets a side write when it reaches more than half of
@@ -582,6 +583,77 @@ fn case_4(lab: &Lab, rows: &mut Vec<CaseRow>) {
     rows.push(row);
 }
 
+/// Case 8: the brick process of node2 is killed (a crash, the OOM killer) while all write; glusterd stays up and
+/// never restarts a brick by itself: node2's agent must notice and have it started again, then everything heals.
+fn case_8(lab: &Lab, rows: &mut Vec<CaseRow>) {
+    let t = Instant::now();
+    let mut row = CaseRow {
+        case: "8 brick process killed on node2".into(),
+        ..Default::default()
+    };
+    let wl = Workload {
+        tag: "c8".into(),
+        nodes: NODES.iter().map(|s| s.to_string()).collect(),
+    };
+    let r = (|| -> anyhow::Result<()> {
+        Workload::start(lab, &wl.tag, &NODES, INTERVAL_MS, FILE_SIZE)?;
+        wait_acks(lab, &wl, 0.0, 10, Duration::from_secs(60))?;
+        let old = lab.exec_ok("node2", &["pgrep", "-x", "glusterfsd"])?;
+        let old = old.trim().to_string();
+        anyhow::ensure!(
+            !old.is_empty(),
+            "node2 runs no brick process before the kill"
+        );
+        let cut_at = now();
+        lab.exec_ok("node2", &["pkill", "-KILL", "-x", "glusterfsd"])?;
+        let mut degraded_seen = false;
+        wait_until(
+            Duration::from_secs(120),
+            "node2's brick process started again and every brick online on node1's status page",
+            || {
+                let s2 = status(lab, "node2")?;
+                degraded_seen |= s2["health"] == "degraded"
+                    && s2["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("brick offline"));
+                let now_pid = lab
+                    .exec_ok("node2", &["pgrep", "-x", "glusterfsd"])
+                    .map(|o| o.trim().to_string())
+                    .unwrap_or_default();
+                if now_pid.is_empty() || now_pid == old {
+                    return Ok(false);
+                }
+                let s1 = status(lab, "node1")?;
+                let bricks = s1["volume_detail"]["bricks"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                Ok(bricks.len() == NODES.len() && bricks.iter().all(|b| b["online"] == true))
+            },
+        )?;
+        let back = now();
+        eprintln!(
+            "fault_suite: case 8: brick back {:.1} s after the kill; node2's page said degraded (brick offline) in \
+             between: {degraded_seen}",
+            back - cut_at
+        );
+        let heal = wait_heal(lab, "node1")?;
+        row.heal_s = Some(back - cut_at + heal);
+        wait_healthy(lab, &NODES, FORM_TIMEOUT)?;
+        wait_acks(lab, &wl, back, 10, Duration::from_secs(60))?;
+        wl.stop(lab)?;
+        wait_heal(lab, "node1")?;
+        let acks = wl.attempts(lab)?;
+        row.stall_s = Some(write_stall(&acks, cut_at, now()));
+        check_data(lab, &acks, &NODES, &mut row)
+    })();
+    if r.is_err() {
+        let _ = wl.stop(lab);
+    }
+    finish(&mut row, r, t);
+    rows.push(row);
+}
+
 #[test]
 fn fault_suite() {
     if !require_root("fault_suite") {
@@ -607,6 +679,7 @@ fn fault_suite() {
         &[&["node1", "node2", "node3"], &["node4"]],
     );
     case_5(&lab, &mut rows, "2|2", &[&halves[0], &halves[1]]);
+    case_8(&lab, &mut rows);
     case_4(&lab, &mut rows);
     let table = render(&rows);
     println!(

@@ -126,6 +126,9 @@ struct Agent {
     pool_down_since: BTreeMap<String, Instant>,
     /// Since when each pool member (by UUID) has been half-way through the probe handshake.
     pool_unjoined_since: BTreeMap<String, Instant>,
+    /// Since when one of this node's bricks in the started volume has had no brick process (reset when the agent
+    /// asks glusterd to start it, so a start that does not take is asked again only after a while).
+    bricks_missing_since: Option<Instant>,
     /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
     swarm_down_since: BTreeMap<String, Instant>,
 }
@@ -211,6 +214,7 @@ pub async fn run(
         worker_join_only: Default::default(),
         pool_down_since: BTreeMap::new(),
         pool_unjoined_since: BTreeMap::new(),
+        bricks_missing_since: None,
         swarm_down_since: BTreeMap::new(),
         announcement: Arc::new(RwLock::new(Announcement {
             cluster_id: config.cluster.id.clone(),
@@ -622,6 +626,7 @@ impl Agent {
             .collect();
         self.clear_stale_brick_marks(&me, &brick_path, &known_addrs);
         self.remove_vacated_stand_in(&me, &stand_in_path, &known_addrs);
+        let bricks_missing_secs = self.bricks_missing_secs(&me);
         let p = plan::plan(&Ctx {
             me: &me,
             peers: &peers,
@@ -636,6 +641,7 @@ impl Agent {
             pool_unjoined_secs: &pool_unjoined_secs,
             swarm_down_secs: &swarm_down_secs,
             known_addrs: &known_addrs,
+            bricks_missing_secs,
         });
         let before = self.phase();
         self.walk(p.phase, &p.detail);
@@ -714,6 +720,34 @@ impl Agent {
         self.forget_departed(&me);
         self.publish_status();
         busy
+    }
+
+    /// For how many seconds one of this node's bricks in the started volume has had no brick process (`None` while
+    /// all run, or without a started volume).
+    fn bricks_missing_secs(&mut self, me: &NodeSummary) -> Option<u64> {
+        let Some(vol) = me.volume.as_ref().filter(|v| v.started) else {
+            self.bricks_missing_since = None;
+            return None;
+        };
+        let mine: Vec<String> = vol
+            .bricks
+            .iter()
+            .filter_map(|b| b.split_once(':'))
+            .filter(|(host, _)| *host == me.hostname)
+            .map(|(_, path)| path.to_string())
+            .collect();
+        let missing = crate::gluster::brick_process::missing_brick_processes(
+            Path::new("/proc"),
+            &vol.name,
+            &mine,
+        );
+        if missing.is_empty() {
+            self.bricks_missing_since = None;
+            return None;
+        }
+        let since = *self.bricks_missing_since.get_or_insert_with(Instant::now);
+        tracing::debug!(?missing, "bricks of this node without a process");
+        Some(since.elapsed().as_secs())
     }
 
     /// Forgets peers that have been silent for the grace period and are not in this node's pool (replaced and
@@ -926,6 +960,10 @@ impl Agent {
                 Err(e) if e.is_already() => {}
                 r => r?,
             },
+            Action::StartMissingBricks => {
+                self.bricks_missing_since = Some(Instant::now());
+                self.gluster.volume_start(&vol, true).await?;
+            }
             Action::ReplaceBrick { old, new } => {
                 self.gluster.replace_brick(&vol, old, new).await?;
                 // Self-heal fills the new brick; a full heal makes sure it starts at once.

@@ -118,6 +118,21 @@ impl Observed {
                 status.health = Health::Degraded;
             }
         }
+        // A brick without its process (glusterd's own reading) leaves a copy missing: not healthy, whatever the
+        // nodes say. The agent on that brick's node starts it again (see `plan::BRICK_RESTART_SECS`).
+        if status.health == Health::Healthy {
+            let offline: Vec<String> = status
+                .volume_detail
+                .iter()
+                .flat_map(|v| &v.bricks)
+                .filter(|b| !b.online)
+                .map(|b| format!("{}:{}", b.node, b.path))
+                .collect();
+            if !offline.is_empty() {
+                status.health = Health::Degraded;
+                status.detail = format!("brick offline: {}", offline.join(", "));
+            }
+        }
         if status.health == Health::Forming && status.formation.duration_ms.is_some() {
             status.health = Health::Degraded;
         }
@@ -877,6 +892,26 @@ mod tests {
         };
         Observed::default().apply(&mut s, 20_000);
         assert_eq!(s.health, Health::Forming, "never formed: still forming");
+    }
+
+    #[test]
+    fn a_brick_without_its_process_makes_a_healthy_cluster_degraded() {
+        let all = [("n1", true), ("n2", true)];
+        let o = Observed {
+            volume: status(Health::Healthy, &all, Some(0)).volume_detail,
+            ..Default::default()
+        };
+        let mut s = status(Health::Healthy, &all, None);
+        o.apply(&mut s, 1_000);
+        assert_eq!(s.health, Health::Healthy);
+        let o = Observed {
+            volume: status(Health::Healthy, &[("n1", true), ("n2", false)], Some(0)).volume_detail,
+            ..Default::default()
+        };
+        let mut s = status(Health::Healthy, &all, None);
+        o.apply(&mut s, 1_000);
+        assert_eq!(s.health, Health::Degraded);
+        assert_eq!(s.detail, "brick offline: n2:/b");
     }
 
     #[test]

@@ -43,6 +43,11 @@ use std::net::{IpAddr, Ipv4Addr};
 /// afresh. A handshake takes well under a second natively; emulated Pis take seconds.
 pub const HANDSHAKE_STUCK_SECS: u64 = 60;
 
+/// How long a brick of this node may have no process, while its volume is started and the pool has server quorum,
+/// before the agent asks glusterd to start it (`volume start VOLUME force`). glusterd starts bricks by itself a
+/// few seconds after quorum returns; this leaves it that time first.
+pub const BRICK_RESTART_SECS: u64 = 15;
+
 /// The Swarm node label that says whether the shared volume is mounted on a node.
 pub const MOUNT_LABEL: &str = "picluster.shared-volume";
 
@@ -111,6 +116,9 @@ pub enum Action {
     SetGlobalOption(String, String),
     /// Start the volume.
     StartVolume,
+    /// Start the brick processes that are missing (`gluster volume start VOLUME force`: glusterd starts only the
+    /// bricks that do not run; the running ones and the clients are not touched).
+    StartMissingBricks,
     /// Add a brick, raising the replica count.
     AddBrick {
         /// New replica count.
@@ -193,6 +201,9 @@ pub struct Ctx<'a> {
     pub swarm_down_secs: &'a BTreeMap<String, u64>,
     /// Last announced address of every node heard of, by host name (dead members included).
     pub known_addrs: &'a BTreeMap<String, Ipv4Addr>,
+    /// For how many seconds one of this node's bricks in the started volume has had no brick process (`None`
+    /// while all run).
+    pub bricks_missing_secs: Option<u64>,
 }
 
 /// The planner's answer.
@@ -442,6 +453,23 @@ pub fn plan(ctx: &Ctx) -> Plan {
             actions.push(Action::StartVolume);
         }
         return done(Phase::CreatingVolume, "starting the volume".into(), actions);
+    }
+    // A brick of mine without a process (it crashed, or its start after a power cut lost a race with the return
+    // of server quorum): glusterd never restarts it by itself. Only with server quorum (at least half of the pool
+    // connected, `cluster.server-quorum-ratio` 50): without it glusterd stops bricks on purpose.
+    let pool_connected = me
+        .pool
+        .iter()
+        .filter(|m| m.connected && m.in_cluster)
+        .count();
+    if me.brick_ready
+        && me.glusterd_ok
+        && pool_connected * 2 >= me.pool.len()
+        && ctx
+            .bricks_missing_secs
+            .is_some_and(|secs| secs >= BRICK_RESTART_SECS)
+    {
+        actions.push(Action::StartMissingBricks);
     }
     if i_lead {
         let brick_hosts: HashSet<&str> = vol
@@ -750,6 +778,7 @@ mod tests {
             pool_unjoined_secs: &BTreeMap::new(),
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: &BTreeMap::new(),
+            bricks_missing_secs: None,
         })
     }
 
@@ -1023,6 +1052,7 @@ mod tests {
             pool_unjoined_secs: &BTreeMap::new(),
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: &BTreeMap::new(),
+            bricks_missing_secs: None,
         });
         assert_eq!(p.phase, Phase::Steady);
         assert_eq!(
@@ -1121,6 +1151,7 @@ mod tests {
             pool_unjoined_secs: unjoined,
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: known,
+            bricks_missing_secs: None,
         })
     }
 
@@ -1136,6 +1167,56 @@ mod tests {
             n.volume = Some(vol.clone());
         }
         nodes
+    }
+
+    /// Four formed nodes (volume started, mounted); node 1's plan with its brick process missing for `missing`
+    /// seconds and the members in `down` disconnected.
+    fn run_brick_missing(missing: Option<u64>, down: &[usize]) -> Plan {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        for n in nodes.iter_mut() {
+            n.volume = Some(volume(&[1, 2, 3, 4], true));
+            n.mounted = true;
+        }
+        for i in down {
+            nodes[0].pool[*i].connected = false;
+        }
+        plan(&Ctx {
+            me: &nodes[0],
+            peers: &nodes[1..],
+            expected: 4,
+            majority_timeout: false,
+            brick_path: BRICK,
+            stand_in_path: STAND_IN,
+            swarm_nodes: None,
+            probed_back: &HashSet::new(),
+            grace_secs: GRACE,
+            pool_down_secs: &BTreeMap::new(),
+            pool_unjoined_secs: &BTreeMap::new(),
+            swarm_down_secs: &BTreeMap::new(),
+            known_addrs: &BTreeMap::new(),
+            bricks_missing_secs: missing,
+        })
+    }
+
+    #[test]
+    fn a_brick_without_a_process_is_started_after_a_while_only_with_server_quorum() {
+        let start = |p: &Plan| has(p, |a| *a == Action::StartMissingBricks);
+        assert!(!start(&run_brick_missing(None, &[])));
+        // glusterd gets its own few seconds to start it (it does after quorum returns).
+        assert!(!start(&run_brick_missing(
+            Some(BRICK_RESTART_SECS - 1),
+            &[]
+        )));
+        let p = run_brick_missing(Some(BRICK_RESTART_SECS), &[]);
+        assert!(start(&p), "{p:?}");
+        // Half of the pool connected is quorum (ratio 50): a 2|2 split still starts it.
+        assert!(start(&run_brick_missing(Some(BRICK_RESTART_SECS), &[2, 3])));
+        // Cut off alone (1 connected of 4, below half): glusterd stopped the brick on purpose; left alone.
+        assert!(!start(&run_brick_missing(
+            Some(BRICK_RESTART_SECS * 10),
+            &[1, 2, 3]
+        )));
     }
 
     fn has(p: &Plan, f: impl Fn(&Action) -> bool) -> bool {
@@ -1429,6 +1510,7 @@ mod tests {
                 pool_unjoined_secs: &BTreeMap::new(),
                 swarm_down_secs: &down,
                 known_addrs: &BTreeMap::new(),
+                bricks_missing_secs: None,
             })
             .swarm_actions
         };

@@ -10,6 +10,7 @@
 //! - [`gsyncd`]: a fast answer to the `gsyncd --version` every CLI call runs.
 
 pub mod brick;
+pub mod brick_process;
 pub mod cli;
 pub mod gsyncd;
 pub mod mount;

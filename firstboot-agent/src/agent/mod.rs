@@ -129,6 +129,8 @@ struct Agent {
     /// Since when one of this node's bricks in the started volume has had no brick process (reset when the agent
     /// asks glusterd to start it, so a start that does not take is asked again only after a while).
     bricks_missing_since: Option<Instant>,
+    /// Starts of missing bricks asked for since they last all ran (each waits twice as long as the one before).
+    brick_start_attempts: u32,
     /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
     swarm_down_since: BTreeMap<String, Instant>,
 }
@@ -215,6 +217,7 @@ pub async fn run(
         pool_down_since: BTreeMap::new(),
         pool_unjoined_since: BTreeMap::new(),
         bricks_missing_since: None,
+        brick_start_attempts: 0,
         swarm_down_since: BTreeMap::new(),
         announcement: Arc::new(RwLock::new(Announcement {
             cluster_id: config.cluster.id.clone(),
@@ -743,6 +746,7 @@ impl Agent {
         );
         if missing.is_empty() {
             self.bricks_missing_since = None;
+            self.brick_start_attempts = 0;
             return None;
         }
         let since = *self.bricks_missing_since.get_or_insert_with(Instant::now);
@@ -859,7 +863,7 @@ impl Agent {
 
     /// Clears the marks a failed add-brick or replace-brick left on this node's brick (see [`brick`]): the brick
     /// directory carries the volume's id, the volume does not list it, it holds no data, and that has lasted
-    /// [`STALE_MARK_AFTER`] (a transaction under way marks the brick a moment before the volume lists it).
+    /// [`STALE_MARK_AFTER`] (a transaction under way marks the brick before the volume lists it).
     fn clear_stale_brick_marks(
         &mut self,
         me: &NodeSummary,
@@ -893,7 +897,7 @@ impl Agent {
     }
 
     /// Removes this node's stand-in brick directory once the volume no longer lists it (a node took its slot with
-    /// `replace-brick`) and that has lasted [`STALE_MARK_AFTER`]: it holds only copies the other bricks have, and
+    /// `replace-brick`) and that has lasted [`VACATED_STAND_IN_AFTER`]: it holds only copies the other bricks have, and
     /// left in place it would keep their space on this node's card. Nothing is removed while the volume cannot be
     /// read.
     fn remove_vacated_stand_in(
@@ -908,7 +912,11 @@ impl Agent {
                 && !may_list_my_brick(me, vol, stand_in_path, self.addr, known_addrs)
                 && dir.exists()
         });
-        if !held_for(&mut self.stand_in_vacated_since, vacated, STALE_MARK_AFTER) {
+        if !held_for(
+            &mut self.stand_in_vacated_since,
+            vacated,
+            VACATED_STAND_IN_AFTER,
+        ) {
             return;
         }
         match std::fs::remove_dir_all(&dir) {
@@ -961,7 +969,13 @@ impl Agent {
                 r => r?,
             },
             Action::StartMissingBricks => {
-                self.bricks_missing_since = Some(Instant::now());
+                // The next try comes BRICK_RESTART_SECS later, then twice as long each time (at most 10 min):
+                // a brick that cannot start (its directory damaged) does not keep glusterd busy.
+                self.brick_start_attempts += 1;
+                let extra = (plan::BRICK_RESTART_SECS << (self.brick_start_attempts - 1).min(6))
+                    .saturating_sub(plan::BRICK_RESTART_SECS)
+                    .min(600);
+                self.bricks_missing_since = Some(Instant::now() + Duration::from_secs(extra));
                 self.gluster.volume_start(&vol, true).await?;
             }
             Action::ReplaceBrick { old, new } => {
@@ -1334,8 +1348,16 @@ fn held_for(since: &mut Option<Instant>, holds: bool, after: Duration) -> bool {
 }
 
 /// How long this node's brick must stay marked for the volume without being listed by it before the marks are
-/// cleared ([`Agent::clear_stale_brick_marks`]).
-const STALE_MARK_AFTER: Duration = Duration::from_secs(20);
+/// cleared ([`Agent::clear_stale_brick_marks`]). A `replace-brick` or `add-brick` marks the brick when it is
+/// staged and lists it only when it commits: the marks must outlast any transaction, and glusterd releases a
+/// transaction's lock after 180 s at most. 20 s was too short on slow hardware: on four emulated Pis (ci/e2e,
+/// 2026-12-03) a replace-brick onto a fresh node took longer, its agent cleared the marks half-way, the brick was
+/// listed without its `.glusterfs` directory, and its process could never start ("Failed to find parent dir").
+const STALE_MARK_AFTER: Duration = Duration::from_secs(200);
+
+/// How long this node's stand-in brick directory must be out of the volume before it is removed
+/// ([`Agent::remove_vacated_stand_in`]; the volume stops listing it only once the replace-brick has committed).
+const VACATED_STAND_IN_AFTER: Duration = Duration::from_secs(20);
 
 /// Whether `vol` may list this node's brick (`brick_path` on this node). Bricks sit at the same path on every
 /// node, so a brick at that path counts as this node's unless its host is, by name or by address, another member

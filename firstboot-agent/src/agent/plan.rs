@@ -392,9 +392,34 @@ pub fn plan(ctx: &Ctx) -> Plan {
                 actions,
             );
         }
+        // Every member that gets a brick must itself see the others in the pool: glusterd stages the create on
+        // every peer, a peer that does not yet see one of the others fails it ("Host ... not connected"), and by
+        // then the bricks staged before are marked for a volume that never comes to be, which every later create
+        // refuses ("already part of a volume"; seen in fault_recovery's formation, 2026-12-03).
+        let layout = plan_volume(usable.len(), ctx.expected);
+        let chosen = &usable[..layout.bricks];
+        let sees_all = |s: &NodeSummary| {
+            chosen.iter().all(|o| {
+                o.node_id == s.node_id
+                    || s.pool.iter().any(|m| {
+                        Some(m.uuid.as_str()) == o.gluster_uuid.as_deref()
+                            && m.connected
+                            && m.in_cluster
+                    })
+            })
+        };
+        if let Some(lagging) = chosen.iter().find(|s| !sees_all(s)) {
+            return done(
+                Phase::FormingPool,
+                format!(
+                    "waiting for {} to see every member of the pool",
+                    lagging.hostname
+                ),
+                actions,
+            );
+        }
         // The volume is laid out for the nodes the cluster was built for; extra nodes present at formation are
         // treated as late nodes (spares).
-        let layout = plan_volume(usable.len(), ctx.expected);
         let bricks = usable[..layout.bricks]
             .iter()
             .map(|s| format!("{}:{}", s.hostname, ctx.brick_path))
@@ -847,6 +872,34 @@ mod tests {
         let p = run(&nodes[1], &others);
         assert!(p.actions.is_empty());
         assert!(!p.pool_leader);
+    }
+
+    #[test]
+    fn leader_creates_only_once_every_member_sees_the_whole_pool() {
+        let mut nodes: Vec<NodeSummary> = (1..=4).map(node).collect();
+        pool(&mut nodes, &[1, 2, 3, 4]);
+        // node 2 does not see node 4 yet (the leader does): glusterd on node 2 would fail the create's staging.
+        nodes[1].pool[3].connected = false;
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(
+            !has(&p, |a| matches!(a, Action::CreateVolume { .. })),
+            "{p:?}"
+        );
+        assert_eq!(p.detail, "waiting for pc-2 to see every member of the pool");
+        // Nor while node 3 has node 1 only half-way through the handshake.
+        nodes[1].pool[3].connected = true;
+        nodes[2].pool[0].in_cluster = false;
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(
+            !has(&p, |a| matches!(a, Action::CreateVolume { .. })),
+            "{p:?}"
+        );
+        nodes[2].pool[0].in_cluster = true;
+        let p = run(&nodes[0], &nodes[1..]);
+        assert!(
+            has(&p, |a| matches!(a, Action::CreateVolume { .. })),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -362,8 +362,10 @@ fn victim_returns(
     wait_acks(lab, wl, 0.0, 10)?;
     lab.start(victim)?;
     let back = Instant::now();
+    // FORM_TIMEOUT and then some: when a brick operation failed half-way, the victim's agent clears the marks it
+    // left only after 200 s (firstboot-agent `STALE_MARK_AFTER`, longer than any glusterd transaction).
     wait_until(
-        FORM_TIMEOUT,
+        FORM_TIMEOUT + Duration::from_secs(120),
         &format!("{victim}'s brick in the stand-in's slot"),
         || {
             let v = volume_ok(lab, witness)?;

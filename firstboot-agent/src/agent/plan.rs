@@ -226,6 +226,14 @@ pub fn gluster_member(s: &NodeSummary) -> bool {
     s.pool.len() > 1 || s.volume.is_some()
 }
 
+/// Whether `s`'s own pool view has `other` connected and fully joined (a node always sees itself).
+fn sees(s: &NodeSummary, other: &NodeSummary) -> bool {
+    other.node_id == s.node_id
+        || s.pool.iter().any(|m| {
+            Some(m.uuid.as_str()) == other.gluster_uuid.as_deref() && m.connected && m.in_cluster
+        })
+}
+
 fn enough(count: usize, expected: u32, majority_timeout: bool) -> bool {
     count as u32 >= expected || (majority_timeout && count as u32 * 2 > expected)
 }
@@ -398,17 +406,7 @@ pub fn plan(ctx: &Ctx) -> Plan {
         // refuses ("already part of a volume"; seen in fault_recovery's formation, 2026-12-03).
         let layout = plan_volume(usable.len(), ctx.expected);
         let chosen = &usable[..layout.bricks];
-        let sees_all = |s: &NodeSummary| {
-            chosen.iter().all(|o| {
-                o.node_id == s.node_id
-                    || s.pool.iter().any(|m| {
-                        Some(m.uuid.as_str()) == o.gluster_uuid.as_deref()
-                            && m.connected
-                            && m.in_cluster
-                    })
-            })
-        };
-        if let Some(lagging) = chosen.iter().find(|s| !sees_all(s)) {
+        if let Some(lagging) = chosen.iter().find(|s| !chosen.iter().all(|o| sees(s, o))) {
             return done(
                 Phase::FormingPool,
                 format!(
@@ -520,9 +518,11 @@ pub fn plan(ctx: &Ctx) -> Plan {
             .next()
             .map(|(brick, _)| brick);
         let vacant = stand_in.or(dead_brick.map(String::as_str));
-        let spare = usable
-            .iter()
-            .find(|s| !brick_hosts.contains(s.hostname.as_str()));
+        // A brick operation is staged on every peer: the new node must be seen by every usable member first (else
+        // the staging fails half-way and leaves its brick marked; see the volume creation above).
+        let spare = usable.iter().find(|s| {
+            !brick_hosts.contains(s.hostname.as_str()) && usable.iter().all(|o| sees(o, s))
+        });
         if let (Some(old), Some(new)) = (vacant, spare) {
             actions.push(Action::ReplaceBrick {
                 old: old.to_string(),
@@ -1409,6 +1409,14 @@ mod tests {
                 new: format!("pc-4:{BRICK}"),
             }));
         assert!(!has(&p, |a| matches!(a, Action::AddBrick { .. })));
+        // Not while a member with a brick does not see node 4 yet (the staging would fail there half-way).
+        let mut lagging = nodes.clone();
+        lagging[1].pool[3].connected = false;
+        let p = run(&lagging[0], &lagging[1..]);
+        assert!(
+            !has(&p, |a| matches!(a, Action::ReplaceBrick { .. })),
+            "{p:?}"
+        );
         // Only the pool leader acts.
         assert!(!has(
             &run(

@@ -1190,6 +1190,18 @@ mod tests {
         unjoined: &BTreeMap<String, u64>,
         known: &BTreeMap<String, Ipv4Addr>,
     ) -> Plan {
+        run_all(me, peers, pool_down, unjoined, known, None)
+    }
+
+    /// As [`run_unjoined`], with this node's bricks missing their processes for `bricks_missing` seconds.
+    fn run_all(
+        me: &NodeSummary,
+        peers: &[NodeSummary],
+        pool_down: &BTreeMap<String, u64>,
+        unjoined: &BTreeMap<String, u64>,
+        known: &BTreeMap<String, Ipv4Addr>,
+        bricks_missing: Option<u64>,
+    ) -> Plan {
         plan(&Ctx {
             me,
             peers,
@@ -1204,7 +1216,7 @@ mod tests {
             pool_unjoined_secs: unjoined,
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: known,
-            bricks_missing_secs: None,
+            bricks_missing_secs: bricks_missing,
         })
     }
 
@@ -1234,22 +1246,15 @@ mod tests {
         for i in down {
             nodes[0].pool[*i].connected = false;
         }
-        plan(&Ctx {
-            me: &nodes[0],
-            peers: &nodes[1..],
-            expected: 4,
-            majority_timeout: false,
-            brick_path: BRICK,
-            stand_in_path: STAND_IN,
-            swarm_nodes: None,
-            probed_back: &HashSet::new(),
-            grace_secs: GRACE,
-            pool_down_secs: &BTreeMap::new(),
-            pool_unjoined_secs: &BTreeMap::new(),
-            swarm_down_secs: &BTreeMap::new(),
-            known_addrs: &BTreeMap::new(),
-            bricks_missing_secs: missing,
-        })
+        let none = BTreeMap::new();
+        run_all(
+            &nodes[0],
+            &nodes[1..],
+            &none,
+            &none,
+            &BTreeMap::new(),
+            missing,
+        )
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub enum Action {
     Detach(String),
     /// Promote a Swarm node (by Swarm node id) to manager.
     Promote(String),
-    /// Demote a dead Swarm manager (by Swarm node id) so it can be removed.
+    /// Demote a Swarm manager (by Swarm node id): a dead one so it can be removed, or one more than wanted.
     Demote(String),
     /// Remove a dead Swarm node (by Swarm node id) from the swarm (`node rm --force`).
     RemoveNode(String),
@@ -724,6 +724,19 @@ fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, Stri
                     actions.push(Action::RemoveNode(r.id.clone()));
                 } else if have >= want {
                     actions.push(Action::Demote(r.id.clone()));
+                }
+            }
+            // More managers than wanted (two nodes joined as managers at the same moment, each counting the
+            // managers before the other): with every node ready, the surplus is demoted, never this leader. An
+            // even manager count tolerates no more failures than the odd one below it and costs Raft traffic.
+            if removing.is_empty() && ready == nodes.len() && have > want {
+                let mut surplus: Vec<&SwarmNodeView> = nodes
+                    .iter()
+                    .filter(|n| n.is_manager && n.id != sw.node_id)
+                    .collect();
+                surplus.sort_by(|a, b| b.hostname.cmp(&a.hostname));
+                for n in surplus.iter().take(have - want) {
+                    actions.push(Action::Demote(n.id.clone()));
                 }
             }
             for n in nodes {
@@ -1626,6 +1639,22 @@ mod tests {
             swarm_plan(&demoted, GRACE),
             vec![Action::RemoveNode("s2".into())]
         );
+        // Four managers, all ready (two joined as managers at once): the surplus is demoted, never the leader.
+        let four = [
+            view(1, true, true),
+            view(2, true, true),
+            view(3, true, true),
+            view(4, true, true),
+        ];
+        assert_eq!(swarm_plan(&four, 0), vec![Action::Demote("s4".into())]);
+        // Not while a node is down: no change of managers in the middle of an outage.
+        let four_one_down = [
+            view(1, true, true),
+            view(2, true, true),
+            view(3, true, true),
+            view(4, true, false),
+        ];
+        assert!(swarm_plan(&four_one_down, 0).is_empty());
     }
 
     #[test]

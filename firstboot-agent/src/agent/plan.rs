@@ -418,7 +418,7 @@ pub fn plan(ctx: &Ctx) -> Plan {
         }
         // The volume is laid out for the nodes the cluster was built for; extra nodes present at formation are
         // treated as late nodes (spares).
-        let bricks = usable[..layout.bricks]
+        let bricks = chosen
             .iter()
             .map(|s| format!("{}:{}", s.hostname, ctx.brick_path))
             .chain(
@@ -480,14 +480,9 @@ pub fn plan(ctx: &Ctx) -> Plan {
     // A brick of mine without a process (it crashed, or its start after a power cut lost a race with the return
     // of server quorum): glusterd never restarts it by itself. Only with server quorum (at least half of the pool
     // connected, `cluster.server-quorum-ratio` 50): without it glusterd stops bricks on purpose.
-    let pool_connected = me
-        .pool
-        .iter()
-        .filter(|m| m.connected && m.in_cluster)
-        .count();
     if me.brick_ready
         && me.glusterd_ok
-        && pool_connected * 2 >= me.pool.len()
+        && connected.len() * 2 >= me.pool.len()
         && ctx
             .bricks_missing_secs
             .is_some_and(|secs| secs >= BRICK_RESTART_SECS)

@@ -48,6 +48,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const PEER_DOWN_SECS: i64 = 8;
 /// Swarm listen address (all interfaces, the standard port).
 pub const SWARM_LISTEN: &str = "0.0.0.0:2377";
+/// How long `swarm init` may take: it starts Raft and the first manager's services, which on a loaded node took
+/// longer than the Docker API's usual time limit (the agent then asked again while dockerd was still at it).
+pub const SWARM_INIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How `run` behaves beyond the cluster config.
 #[derive(Debug, Clone)]
@@ -133,7 +136,24 @@ struct Agent {
     brick_start_attempts: u32,
     /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
     swarm_down_since: BTreeMap<String, Instant>,
+    /// The last reading of this node's Swarm membership and when it was taken (see [`SWARM_READ_EVERY`]).
+    swarm_reading: Option<(Instant, SwarmReading)>,
+    /// When the last Swarm action task was started (a reading older than that is not reused).
+    swarm_spawned_at: Option<Instant>,
 }
+
+/// This node's Swarm membership, the Swarm leader's node list and a manager's join tokens, as dockerd reported them.
+type SwarmReading = (
+    Option<SwarmBrief>,
+    Option<Vec<SwarmNodeView>>,
+    Option<crate::api::JoinTokens>,
+);
+
+/// The reconcile loop reads dockerd's Swarm state at most this often while no Swarm action of this node is under
+/// way. dockerd answers `/info` (the only call that gives a node's Swarm state whatever its role) by running
+/// `runc --version` and `docker-init --version`: read every tick, on an emulated Pi that made dockerd the busiest
+/// process of an idle node (49 s of CPU in 5 min, 13 new processes a second with the `gluster` readings).
+pub const SWARM_READ_EVERY: Duration = Duration::from_secs(3);
 
 /// Runs the agent until the process is stopped.
 pub async fn run(
@@ -219,6 +239,8 @@ pub async fn run(
         bricks_missing_since: None,
         brick_start_attempts: 0,
         swarm_down_since: BTreeMap::new(),
+        swarm_reading: None,
+        swarm_spawned_at: None,
         announcement: Arc::new(RwLock::new(Announcement {
             cluster_id: config.cluster.id.clone(),
             node_id: identity.node_id.clone(),
@@ -252,10 +274,23 @@ pub async fn run(
     spawn_announcer(mdns, agent.log.clone(), agent.announcement.clone());
 
     loop {
+        let started = Instant::now();
         let busy = agent.tick().await;
-        let pause = if busy { 300 } else { 1000 };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        tokio::time::sleep(tick_pause(busy, started.elapsed())).await;
     }
+}
+
+/// The pause after a reconcile tick that took `took`: 0.3 s after one that acted, else 1 s, but never shorter than
+/// the tick itself (twice that when it did not act), at most 15 s. A tick is mostly
+/// `gluster` and Docker readings; on slow or loaded hardware (an emulated Pi took seconds per tick) back-to-back
+/// ticks kept a core busy and starved the glusterd and dockerd they read, whose own timeouts then fired.
+pub fn tick_pause(busy: bool, took: Duration) -> Duration {
+    let (base, factor) = if busy {
+        (Duration::from_millis(300), 1)
+    } else {
+        (Duration::from_secs(1), 2)
+    };
+    (took * factor).clamp(base, Duration::from_secs(15))
 }
 
 /// Announces this node on start, on every phase or address change and every 10 s (a fresh signed timestamp).
@@ -557,11 +592,28 @@ impl Agent {
         s.dockerd_ok = docker.is_some();
         let vol = self.config.storage.volume_name.clone();
         let mp = self.config.storage.mount_point.clone();
-        let ((glusterd_ok, uuid, pool, volume), mounted, (swarm, views, tokens)) = tokio::join!(
-            read_gluster(&self.gluster, &vol),
-            read_mount(&mp),
-            read_swarm(docker.as_ref(), self.addr),
-        );
+        // The last Swarm reading while it is young and no Swarm action started after it.
+        let recent_swarm = self
+            .swarm_reading
+            .as_ref()
+            .filter(|(at, _)| {
+                docker.is_some()
+                    && at.elapsed() < SWARM_READ_EVERY
+                    && self.swarm_spawned_at.is_none_or(|t| t < *at)
+            })
+            .map(|(_, r)| r.clone());
+        let addr = self.addr;
+        let ((glusterd_ok, uuid, pool, volume), mounted, (reading, fresh)) =
+            tokio::join!(read_gluster(&self.gluster, &vol), read_mount(&mp), async {
+                match recent_swarm {
+                    Some(r) => (r, false),
+                    None => (read_swarm(docker.as_ref(), addr).await, true),
+                }
+            },);
+        if fresh {
+            self.swarm_reading = Some((Instant::now(), reading.clone()));
+        }
+        let (swarm, views, tokens) = reading;
         let peers = fresh_summaries(&self.summaries);
         s.glusterd_ok = glusterd_ok;
         s.gluster_uuid = uuid;
@@ -653,7 +705,8 @@ impl Agent {
         if p.phase != before {
             self.record_formation(&me);
         }
-        let busy = !p.actions.is_empty() || !p.swarm_actions.is_empty() || p.phase != Phase::Steady;
+        // Busy when this tick changed something (the next reading should come soon); waiting for peers is not.
+        let mut busy = false;
         if let Some(vol) = me.volume.as_ref().filter(|v| v.started) {
             let connected: HashSet<String> = me
                 .pool
@@ -703,11 +756,12 @@ impl Agent {
                 });
             }
         }
-        self.spawn_swarm_actions(p.swarm_actions).await;
+        busy |= self.spawn_swarm_actions(p.swarm_actions).await;
         for action in p.actions {
             if !self.backoff.due(&action) {
                 continue;
             }
+            busy = true;
             tracing::info!(?action, "doing");
             let result = self.execute(&action).await;
             self.backoff.record(&action, result.is_ok());
@@ -824,13 +878,15 @@ impl Agent {
     }
 
     /// Runs Swarm actions in the background (one batch at a time), beside the volume work.
-    async fn spawn_swarm_actions(&mut self, actions: Vec<Action>) {
+    /// Starts the Swarm actions in the background unless some still run; returns whether it started them.
+    async fn spawn_swarm_actions(&mut self, actions: Vec<Action>) -> bool {
         if actions.is_empty() || self.swarm_task.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
+            return false;
         }
         let Some(docker) = self.docker().await else {
-            return;
+            return false;
         };
+        self.swarm_spawned_at = Some(Instant::now());
         let client = self.client.clone();
         let peers = self.peers.clone();
         let addr = self.addr;
@@ -851,6 +907,7 @@ impl Agent {
                 }
             }
         }));
+        true
     }
 
     /// Asks for a full heal after a brick was added or replaced. glusterd refuses while the self-heal daemons
@@ -1560,7 +1617,19 @@ async fn swarm_action(
     use std::sync::atomic::Ordering;
     match action {
         Action::SwarmInit => {
-            d.swarm_init(&addr.to_string(), SWARM_LISTEN).await?;
+            if d.swarm_state().await?.local_state == LocalNodeState::Error {
+                // An init that failed half-way (Raft not ready in time on a loaded node) leaves state `error`,
+                // and every init then answers "already part of a swarm": leave that half-made swarm (no other
+                // node can have joined it) and initialise again.
+                tracing::warn!(
+                    "this node's swarm init failed half-way: leaving, initialising again"
+                );
+                d.leave(true).await?;
+            }
+            d.clone()
+                .with_timeout(SWARM_INIT_TIMEOUT)
+                .swarm_init(&addr.to_string(), SWARM_LISTEN)
+                .await?;
         }
         Action::SwarmJoin { via, manager } => {
             if d.swarm_state().await?.local_state == LocalNodeState::Error {
@@ -1607,6 +1676,18 @@ mod tests {
 
     fn set(ids: &[&str]) -> HashSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn tick_pause_leaves_slow_hardware_time_for_the_daemons() {
+        let ms = Duration::from_millis;
+        // Fast hardware: the fixed cadence.
+        assert_eq!(tick_pause(true, ms(40)), ms(300));
+        assert_eq!(tick_pause(false, ms(40)), ms(1000));
+        // A slow tick is followed by at least as long a pause (twice as long when steady), capped.
+        assert_eq!(tick_pause(true, ms(4000)), ms(4000));
+        assert_eq!(tick_pause(false, ms(4000)), ms(8000));
+        assert_eq!(tick_pause(false, ms(60_000)), ms(15_000));
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-/// Default time `mount` may take.
-pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time `mount` may take. A FUSE mount starts a `glusterfs` client that loads its translators and connects
+/// to every brick: well under a second on a Pi, more than 60 s on a loaded emulated one.
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Default time a `statfs` on the mount point may take before the mount counts as hung.
 pub const STATFS_TIMEOUT: Duration = Duration::from_secs(5);

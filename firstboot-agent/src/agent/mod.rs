@@ -153,7 +153,7 @@ type SwarmReading = (
 /// way. dockerd answers `/info` (the only call that gives a node's Swarm state whatever its role) by running
 /// `runc --version` and `docker-init --version`: read every tick, on an emulated Pi that made dockerd the busiest
 /// process of an idle node (49 s of CPU in 5 min, 13 new processes a second with the `gluster` readings).
-pub const SWARM_READ_EVERY: Duration = Duration::from_secs(3);
+pub const SWARM_READ_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the agent until the process is stopped.
 pub async fn run(
@@ -281,14 +281,14 @@ pub async fn run(
 }
 
 /// The pause after a reconcile tick that took `took`: 0.3 s after one that acted, else 1 s, but never shorter than
-/// the tick itself (twice that when it did not act), at most 15 s. A tick is mostly
+/// the tick itself (three times that when it did not act), at most 15 s. A tick is mostly
 /// `gluster` and Docker readings; on slow or loaded hardware (an emulated Pi took seconds per tick) back-to-back
 /// ticks kept a core busy and starved the glusterd and dockerd they read, whose own timeouts then fired.
 pub fn tick_pause(busy: bool, took: Duration) -> Duration {
     let (base, factor) = if busy {
         (Duration::from_millis(300), 1)
     } else {
-        (Duration::from_secs(1), 2)
+        (Duration::from_secs(1), 3)
     };
     (took * factor).clamp(base, Duration::from_secs(15))
 }
@@ -1566,7 +1566,7 @@ fn fresh_summaries(cache: &SummaryCache) -> Vec<NodeSummary> {
 }
 
 /// Fetches every known peer's summary in the background, each peer on its own (a dead peer's timeouts never
-/// hold up the others or the reconcile loop), about twice a second.
+/// hold up the others or the reconcile loop), about once a second ([`SUMMARY_FRESH`] allows a few misses).
 fn spawn_peer_poller(client: PeerClient, peers: Arc<PeerTable>, cache: SummaryCache) {
     tokio::spawn(async move {
         let mut inflight: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
@@ -1601,7 +1601,7 @@ fn spawn_peer_poller(client: PeerClient, peers: Arc<PeerTable>, cache: SummaryCa
                     }),
                 );
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
 }
@@ -1686,7 +1686,7 @@ mod tests {
         assert_eq!(tick_pause(false, ms(40)), ms(1000));
         // A slow tick is followed by at least as long a pause (twice as long when steady), capped.
         assert_eq!(tick_pause(true, ms(4000)), ms(4000));
-        assert_eq!(tick_pause(false, ms(4000)), ms(8000));
+        assert_eq!(tick_pause(false, ms(4000)), ms(12_000));
         assert_eq!(tick_pause(false, ms(60_000)), ms(15_000));
     }
 

@@ -404,9 +404,9 @@ pub const VOLUME_PERIOD: Duration = Duration::from_secs(5);
 /// How often the heal backlog is read (it walks every brick's index and takes the volume's lock, so less often).
 pub const HEAL_PERIOD: Duration = Duration::from_secs(10);
 /// How often events are derived.
-pub const EVENT_PERIOD: Duration = Duration::from_millis(500);
-/// How often every peer's agent is probed (`GET /healthz`).
-pub const LIVENESS_PERIOD: Duration = Duration::from_secs(1);
+pub const EVENT_PERIOD: Duration = Duration::from_secs(1);
+/// How often every peer's agent is probed (`GET /healthz`), at most (a round waits for its slowest answer).
+pub const LIVENESS_PERIOD: Duration = Duration::from_secs(2);
 /// A probe's time limit. Generous: an agent on a loaded node answered in more than 0.8 s now and then (emulated Pis
 /// flapped between up and down with 0.8 s); a dead node is still shown down [`DOWN_AFTER`] after its last answer.
 pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -424,7 +424,9 @@ pub fn spawn(shared: Arc<Shared>, volume: String, api_port: u16) {
 }
 
 async fn volume_loop(shared: Arc<Shared>, volume: String) {
-    let gluster = Gluster::new().with_timeout(Duration::from_secs(5));
+    // Generous: `volume status` asks every brick's node; on an emulated Pi it took more than 5 s, and the page then
+    // never showed the bricks. The pause after a slow reading grows with it (`pause_after`).
+    let gluster = Gluster::new().with_timeout(Duration::from_secs(30));
     loop {
         let now = unix_now();
         let reading_started = std::time::Instant::now();
@@ -523,7 +525,7 @@ async fn swarm_loop(shared: Arc<Shared>, api_port: u16) {
             docker = Docker::connect_at(&docker_socket())
                 .await
                 .ok()
-                .map(|d| d.with_timeout(Duration::from_secs(3)));
+                .map(|d| d.with_timeout(Duration::from_secs(15)));
         }
         let report = match &docker {
             Some(d) => match read_swarm(d, &shared, &http, api_port).await {

@@ -123,8 +123,8 @@ struct Agent {
     stale_mark_since: Option<Instant>,
     /// Since when this node's stand-in brick directory has been out of the volume.
     stand_in_vacated_since: Option<Instant>,
-    /// Set once a manager join of this node failed half-way: later joins use the worker token.
-    worker_join_only: Arc<std::sync::atomic::AtomicBool>,
+    /// What this agent's own Swarm actions left behind (a half-way join or init).
+    swarm_memory: Arc<SwarmMemory>,
     /// Since when each disconnected pool member (by Gluster UUID) has been seen disconnected, without a break.
     pool_down_since: BTreeMap<String, Instant>,
     /// Since when each pool member (by UUID) has been half-way through the probe handshake.
@@ -233,7 +233,7 @@ pub async fn run(
         follow_up_heals: FollowUpHeals::default(),
         stale_mark_since: None,
         stand_in_vacated_since: None,
-        worker_join_only: Default::default(),
+        swarm_memory: Default::default(),
         pool_down_since: BTreeMap::new(),
         pool_unjoined_since: BTreeMap::new(),
         bricks_missing_since: None,
@@ -891,15 +891,14 @@ impl Agent {
         let peers = self.peers.clone();
         let addr = self.addr;
         let backoff = self.backoff.clone();
-        let worker_join_only = self.worker_join_only.clone();
+        let memory = self.swarm_memory.clone();
         self.swarm_task = Some(tokio::spawn(async move {
             for action in actions {
                 if !backoff.due(&action) {
                     continue;
                 }
                 tracing::info!(?action, "doing");
-                let result =
-                    swarm_action(&action, &docker, &client, &peers, addr, &worker_join_only).await;
+                let result = swarm_action(&action, &docker, &client, &peers, addr, &memory).await;
                 backoff.record(&action, result.is_ok());
                 if let Err(e) = result {
                     tracing::warn!(?action, "failed: {e:#}");
@@ -1074,7 +1073,7 @@ impl Agent {
                     &self.client,
                     &self.peers,
                     self.addr,
-                    &self.worker_join_only,
+                    &self.swarm_memory,
                 )
                 .await?;
             }
@@ -1606,26 +1605,39 @@ fn spawn_peer_poller(client: PeerClient, peers: Arc<PeerTable>, cache: SummaryCa
     });
 }
 
+/// What this agent's own Swarm actions left behind, for the next ones.
+#[derive(Debug, Default)]
+pub struct SwarmMemory {
+    /// Set once a manager join of this node failed half-way: later joins use the worker token.
+    pub worker_join_only: std::sync::atomic::AtomicBool,
+    /// Set once this agent asked dockerd to initialise a swarm.
+    pub initialised_here: std::sync::atomic::AtomicBool,
+}
+
 async fn swarm_action(
     action: &Action,
     d: &Docker,
     client: &PeerClient,
     peers: &PeerTable,
     addr: Ipv4Addr,
-    worker_join_only: &std::sync::atomic::AtomicBool,
+    memory: &SwarmMemory,
 ) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering;
     match action {
         Action::SwarmInit => {
-            if d.swarm_state().await?.local_state == LocalNodeState::Error {
-                // An init that failed half-way (Raft not ready in time on a loaded node) leaves state `error`,
-                // and every init then answers "already part of a swarm": leave that half-made swarm (no other
-                // node can have joined it) and initialise again.
+            if memory.initialised_here.load(Ordering::Relaxed)
+                && d.swarm_state().await?.local_state == LocalNodeState::Error
+            {
+                // An init of this agent's that failed half-way (Raft not ready in time on a loaded node) leaves
+                // state `error`, and every init then answers "already part of a swarm": leave that half-made swarm
+                // (no node could join it) and initialise again. Never a swarm found in state `error` at start:
+                // after a power cut that is a manager of the cluster's swarm waiting for its peers.
                 tracing::warn!(
                     "this node's swarm init failed half-way: leaving, initialising again"
                 );
                 d.leave(true).await?;
             }
+            memory.initialised_here.store(true, Ordering::Relaxed);
             d.clone()
                 .with_timeout(SWARM_INIT_TIMEOUT)
                 .swarm_init(&addr.to_string(), SWARM_LISTEN)
@@ -1641,9 +1653,9 @@ async fn swarm_action(
                     "this node's swarm join failed half-way: leaving, joining again as a worker"
                 );
                 d.leave(true).await?;
-                worker_join_only.store(true, Ordering::Relaxed);
+                memory.worker_join_only.store(true, Ordering::Relaxed);
             }
-            let manager = *manager && !worker_join_only.load(Ordering::Relaxed);
+            let manager = *manager && !memory.worker_join_only.load(Ordering::Relaxed);
             let peer = peers.get(via).context("the manager left the peer table")?;
             let a = peer.announcement;
             let role = if manager { "manager" } else { "worker" };

@@ -136,10 +136,9 @@ struct Agent {
     brick_start_attempts: u32,
     /// Since when each Swarm node that is not ready (by Swarm node id) has been seen so (Swarm leader only).
     swarm_down_since: BTreeMap<String, Instant>,
-    /// The last reading of this node's Swarm membership and when it was taken (see [`SWARM_READ_EVERY`]).
+    /// The last reading of this node's Swarm membership and when it was taken (see [`SWARM_READ_EVERY`]); dropped
+    /// when a Swarm action starts, so no reading from before an action is reused.
     swarm_reading: Option<(Instant, SwarmReading)>,
-    /// When the last Swarm action task was started (a reading older than that is not reused).
-    swarm_spawned_at: Option<Instant>,
 }
 
 /// This node's Swarm membership, the Swarm leader's node list and a manager's join tokens, as dockerd reported them.
@@ -149,8 +148,7 @@ type SwarmReading = (
     Option<crate::api::JoinTokens>,
 );
 
-/// The reconcile loop reads dockerd's Swarm state at most this often while no Swarm action of this node is under
-/// way. dockerd answers `/info` (the only call that gives a node's Swarm state whatever its role) by running
+/// The reconcile loop reads dockerd's Swarm state at most this often, and afresh after starting a Swarm action. dockerd answers `/info` (the only call that gives a node's Swarm state whatever its role) by running
 /// `runc --version` and `docker-init --version`: read every tick, on an emulated Pi that made dockerd the busiest
 /// process of an idle node (49 s of CPU in 5 min, 13 new processes a second with the `gluster` readings).
 pub const SWARM_READ_EVERY: Duration = Duration::from_secs(5);
@@ -240,7 +238,6 @@ pub async fn run(
         brick_start_attempts: 0,
         swarm_down_since: BTreeMap::new(),
         swarm_reading: None,
-        swarm_spawned_at: None,
         announcement: Arc::new(RwLock::new(Announcement {
             cluster_id: config.cluster.id.clone(),
             node_id: identity.node_id.clone(),
@@ -592,15 +589,11 @@ impl Agent {
         s.dockerd_ok = docker.is_some();
         let vol = self.config.storage.volume_name.clone();
         let mp = self.config.storage.mount_point.clone();
-        // The last Swarm reading while it is young and no Swarm action started after it.
+        // The last Swarm reading while it is young (it is dropped when a Swarm action starts).
         let recent_swarm = self
             .swarm_reading
             .as_ref()
-            .filter(|(at, _)| {
-                docker.is_some()
-                    && at.elapsed() < SWARM_READ_EVERY
-                    && self.swarm_spawned_at.is_none_or(|t| t < *at)
-            })
+            .filter(|(at, _)| docker.is_some() && at.elapsed() < SWARM_READ_EVERY)
             .map(|(_, r)| r.clone());
         let addr = self.addr;
         let ((glusterd_ok, uuid, pool, volume), mounted, (reading, fresh)) =
@@ -877,8 +870,8 @@ impl Agent {
         }
     }
 
-    /// Runs Swarm actions in the background (one batch at a time), beside the volume work.
-    /// Starts the Swarm actions in the background unless some still run; returns whether it started them.
+    /// Runs Swarm actions in the background (one batch at a time), beside the volume work, unless a batch still
+    /// runs; returns whether it started them.
     async fn spawn_swarm_actions(&mut self, actions: Vec<Action>) -> bool {
         if actions.is_empty() || self.swarm_task.as_ref().is_some_and(|t| !t.is_finished()) {
             return false;
@@ -886,7 +879,7 @@ impl Agent {
         let Some(docker) = self.docker().await else {
             return false;
         };
-        self.swarm_spawned_at = Some(Instant::now());
+        self.swarm_reading = None;
         let client = self.client.clone();
         let peers = self.peers.clone();
         let addr = self.addr;
@@ -1696,7 +1689,7 @@ mod tests {
         // Fast hardware: the fixed cadence.
         assert_eq!(tick_pause(true, ms(40)), ms(300));
         assert_eq!(tick_pause(false, ms(40)), ms(1000));
-        // A slow tick is followed by at least as long a pause (twice as long when steady), capped.
+        // A slow tick is followed by at least as long a pause (three times as long when it did nothing), capped.
         assert_eq!(tick_pause(true, ms(4000)), ms(4000));
         assert_eq!(tick_pause(false, ms(4000)), ms(12_000));
         assert_eq!(tick_pause(false, ms(60_000)), ms(15_000));

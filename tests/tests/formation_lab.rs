@@ -373,9 +373,25 @@ fn late_fifth_node_joins_and_a_foreign_key_stays_apart() {
     );
     let manager = manager_node(&lab, &all);
     assert_eq!(swarm_id(&lab, &manager), swarm);
+    // The Swarm leader labels node5 and keeps 3 managers (it promotes one at a time).
+    wait_until(
+        Duration::from_secs(60),
+        "5 swarm nodes, 3 managers, node5 labelled",
+        || {
+            let sw = swarm_nodes(&lab, &manager);
+            Ok(sw.len() == 5
+                && sw.iter().filter(|n| n.1 == "manager").count() == 3
+                && sw.iter().all(|n| n.2 == "ready" && n.3 == "mounted"))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{:?}\n{}",
+            swarm_nodes(&lab, &manager),
+            agent_logs(&lab, &all)
+        )
+    });
     let sw = swarm_nodes(&lab, &manager);
-    assert_eq!(sw.len(), 5, "{sw:?}");
-    assert_eq!(sw.iter().filter(|n| n.1 == "manager").count(), 3, "{sw:?}");
     assert!(
         sw.iter().any(|n| n.0 == "node5" && n.1 == "worker"),
         "{sw:?}"

@@ -596,11 +596,12 @@ impl Agent {
             .filter(|(at, _)| docker.is_some() && at.elapsed() < SWARM_READ_EVERY)
             .map(|(_, r)| r.clone());
         let addr = self.addr;
+        let memory = &self.swarm_memory;
         let ((glusterd_ok, uuid, pool, volume), mounted, (reading, fresh)) =
             tokio::join!(read_gluster(&self.gluster, &vol), read_mount(&mp), async {
                 match recent_swarm {
                     Some(r) => (r, false),
-                    None => (read_swarm(docker.as_ref(), addr).await, true),
+                    None => (read_swarm(docker.as_ref(), addr, memory).await, true),
                 }
             },);
         if fresh {
@@ -1265,6 +1266,7 @@ async fn read_mount(mount_point: &std::path::Path) -> bool {
 async fn read_swarm(
     docker: Option<&Docker>,
     addr: Ipv4Addr,
+    memory: &SwarmMemory,
 ) -> (
     Option<SwarmBrief>,
     Option<Vec<SwarmNodeView>>,
@@ -1285,6 +1287,11 @@ async fn read_swarm(
         LocalNodeState::Active | LocalNodeState::Pending
     ) {
         return (None, None, None);
+    }
+    if st.local_state == LocalNodeState::Active {
+        memory
+            .seen_active
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let mut brief = SwarmBrief {
         cluster_id: st.swarm_id.clone().unwrap_or_default(),
@@ -1309,6 +1316,7 @@ async fn read_swarm(
                         hostname: n.hostname.clone(),
                         is_manager: n.role == NodeRole::Manager,
                         ready: n.state == NodeState::Ready,
+                        reachable: n.reachability.as_deref() == Some("reachable"),
                         mount_label: n.labels.get(MOUNT_LABEL).cloned(),
                     })
                     .collect(),
@@ -1601,8 +1609,10 @@ fn spawn_peer_poller(client: PeerClient, peers: Arc<PeerTable>, cache: SummaryCa
 /// What this agent's own Swarm actions left behind, for the next ones.
 #[derive(Debug, Default)]
 pub struct SwarmMemory {
-    /// Set once a manager join of this node failed half-way: later joins use the worker token.
-    pub worker_join_only: std::sync::atomic::AtomicBool,
+    /// Set once this agent asked dockerd to join a swarm.
+    pub joined_here: std::sync::atomic::AtomicBool,
+    /// Set once this agent read the node as an active swarm member.
+    pub seen_active: std::sync::atomic::AtomicBool,
     /// Set once this agent asked dockerd to initialise a swarm.
     pub initialised_here: std::sync::atomic::AtomicBool,
 }
@@ -1636,25 +1646,27 @@ async fn swarm_action(
                 .swarm_init(&addr.to_string(), SWARM_LISTEN)
                 .await?;
         }
-        Action::SwarmJoin { via, manager } => {
+        Action::SwarmJoin { via } => {
             if d.swarm_state().await?.local_state == LocalNodeState::Error {
-                // A manager join that failed half-way (seen on slow emulated Pis: "can't initialize raft node ...
-                // context deadline exceeded") leaves the node in state `error` for good, and every join answers
-                // "already part of a swarm". Leave, and join again as a worker: a worker join adds no Raft member
-                // (the step that timed out), and the Swarm leader promotes workers while managers are missing.
-                tracing::warn!(
-                    "this node's swarm join failed half-way: leaving, joining again as a worker"
+                // A join of this agent's that never became active and ended in state `error` answers every
+                // further join with "already part of a swarm": leave it and join again. Never a node that was an
+                // active member: a promoted node whose Raft join failed is in state `error` while dockerd starts
+                // it again, and leaving would strand its node id in the swarm as a manager that never answers.
+                anyhow::ensure!(
+                    memory.joined_here.load(Ordering::Relaxed)
+                        && !memory.seen_active.load(Ordering::Relaxed),
+                    "dockerd reports this node's swarm in state error; it was a member, so dockerd \
+                     retries it (not leaving)"
                 );
+                tracing::warn!("this node's swarm join failed half-way: leaving, joining again");
                 d.leave(true).await?;
-                memory.worker_join_only.store(true, Ordering::Relaxed);
             }
-            let manager = *manager && !memory.worker_join_only.load(Ordering::Relaxed);
             let peer = peers.get(via).context("the manager left the peer table")?;
             let a = peer.announcement;
-            let role = if manager { "manager" } else { "worker" };
             let t = client
-                .join_token(SocketAddr::new(a.addr.into(), a.api_port), role)
+                .join_token(SocketAddr::new(a.addr.into(), a.api_port), "worker")
                 .await?;
+            memory.joined_here.store(true, Ordering::Relaxed);
             d.swarm_join(&addr.to_string(), SWARM_LISTEN, &t.remote_addrs, &t.token)
                 .await?;
         }

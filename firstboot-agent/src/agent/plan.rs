@@ -11,7 +11,8 @@
 //!   (see [`super::election`]) or a brick when the layout rule says so. It also replaces dead members (see
 //!   *Replacement* below). Only the pool leader and only when no node answers as being in a swarm initialises
 //!   the Swarm.
-//! - **Swarm leader** (dockerd's Raft leader): promotes workers until the wanted manager count and keeps the
+//! - **Swarm leader** (dockerd's Raft leader): promotes workers until the wanted manager count, one at a time
+//!   (the next only once the last promoted one is a reachable Raft member), and keeps the
 //!   `picluster.shared-volume` node label in step with each node's mount.
 //! - **Everyone**: mounts the started volume, joins the swarm as a worker through a manager peer (the token comes
 //!   from the manager's authenticated API).
@@ -130,12 +131,10 @@ pub enum Action {
     Mount(Vec<String>),
     /// `docker swarm init` on this node.
     SwarmInit,
-    /// Join the swarm through the manager with this node id (`manager`: with the manager token).
+    /// Join the swarm as a worker through the manager with this node id (the Swarm leader promotes workers).
     SwarmJoin {
         /// The manager's node id.
         via: String,
-        /// Join as a manager.
-        manager: bool,
     },
     /// Put the new brick in the place of the dead member's brick (`volume replace-brick VOL OLD NEW commit force`).
     ReplaceBrick {
@@ -167,6 +166,8 @@ pub struct SwarmNodeView {
     pub is_manager: bool,
     /// Whether it is up (`ready`).
     pub ready: bool,
+    /// For a manager: whether it is a reachable Raft member (a promoted node is a manager before it is one).
+    pub reachable: bool,
     /// Current value of [`MOUNT_LABEL`], if set.
     pub mount_label: Option<String>,
 }
@@ -640,38 +641,26 @@ fn allowed_addresses(
 
 /// The Swarm track, run beside the volume work once this node is in the pool: (joined, detail, actions).
 ///
-/// Roles at join: the pool members ordered by node id are ranked; a node joins with the manager token when its
-/// rank is below the wanted manager count and fewer managers than wanted answer, else as a worker. At formation
-/// the pool leader (rank 0) initialises and ranks 1 and 2 join as managers directly, without a promotion round
-/// trip; a late node finds the managers complete and joins as a worker. The Swarm leader still promotes workers
-/// whenever managers are missing (e.g. one was lost).
+/// Every node joins as a worker; the Swarm leader promotes workers to the wanted manager count, one at a time.
+/// A manager join adds a Raft member within the join call, and on a slow node (emulated Pis, 2026-12-03) the
+/// leader's check of the new member timed out half-way: the node ended in state `error` and its node id stayed
+/// in the swarm as a manager that never answers, costing the swarm its quorum. A promoted worker that fails the
+/// same way keeps its node id, and dockerd starts it again by itself.
 fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, String, Vec<Action>) {
     let me = ctx.me;
     let mut actions = Vec::new();
     let Some(sw) = &me.swarm else {
-        let managers: Vec<&NodeSummary> = ctx
+        let managers = ctx
             .peers
             .iter()
-            .filter(|p| p.swarm.as_ref().is_some_and(|s| s.is_manager))
-            .collect();
-        if let Some(m) = managers.iter().min_by(|a, b| a.node_id.cmp(&b.node_id)) {
-            let want = desired_managers(members.len());
-            let rank = members
-                .iter()
-                .position(|s| s.node_id == me.node_id)
-                .unwrap_or(usize::MAX);
-            let manager = rank < want && managers.len() < want;
+            .filter(|p| p.swarm.as_ref().is_some_and(|s| s.is_manager));
+        if let Some(m) = managers.min_by(|a, b| a.node_id.cmp(&b.node_id)) {
             actions.push(Action::SwarmJoin {
                 via: m.node_id.clone(),
-                manager,
             });
             return (
                 false,
-                format!(
-                    "joining the swarm as a {} through {}",
-                    if manager { "manager" } else { "worker" },
-                    m.hostname
-                ),
+                format!("joining the swarm through {}", m.hostname),
                 actions,
             );
         }
@@ -708,16 +697,29 @@ fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, Stri
                 .iter()
                 .filter(|n| n.is_manager && !removing.iter().any(|r| r.id == n.id))
                 .count();
+            // A promotion under way: a manager not yet a reachable Raft member that is up, or down for less than
+            // the grace period (a promoted node whose Raft join failed restarts its swarm part).
+            let promoting = nodes.iter().any(|n| {
+                n.is_manager
+                    && !n.reachable
+                    && (n.ready
+                        || ctx
+                            .swarm_down_secs
+                            .get(&n.id)
+                            .is_none_or(|secs| *secs < ctx.grace_secs))
+            });
             let mut workers: Vec<&SwarmNodeView> =
                 nodes.iter().filter(|n| !n.is_manager && n.ready).collect();
             workers.sort_by(|a, b| a.hostname.cmp(&b.hostname));
-            for w in workers.iter().take(want.saturating_sub(have)) {
-                actions.push(Action::Promote(w.id.clone()));
+            if have < want && !promoting {
+                if let Some(w) = workers.first() {
+                    actions.push(Action::Promote(w.id.clone()));
+                }
             }
             for r in &removing {
                 if !r.is_manager {
                     actions.push(Action::RemoveNode(r.id.clone()));
-                } else if have >= want {
+                } else if have >= want && !promoting {
                     actions.push(Action::Demote(r.id.clone()));
                 }
             }
@@ -997,30 +999,15 @@ mod tests {
             is_leader: true,
             remote_managers: vec![],
         });
-        let p = run(
-            &nodes[1],
-            &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
-        );
-        // Rank 1 of 4 joins as a manager directly; rank 3 as a worker.
-        assert_eq!(
-            p.swarm_actions,
-            vec![Action::SwarmJoin {
-                via: "n1".into(),
-                manager: true
-            }]
-        );
-        let p = run(
-            &nodes[3],
-            &[nodes[0].clone(), nodes[1].clone(), nodes[2].clone()],
-        );
-        assert_eq!(
-            p.swarm_actions,
-            vec![Action::SwarmJoin {
-                via: "n1".into(),
-                manager: false
-            }]
-        );
-        // With three managers answering, even a low rank joins as a worker.
+        // Every node joins as a worker, whatever its rank (the Swarm leader promotes).
+        for (i, others) in [(1, [0, 2, 3]), (3, [0, 1, 2])] {
+            let peers: Vec<NodeSummary> = others.iter().map(|&o| nodes[o].clone()).collect();
+            let p = run(&nodes[i], &peers);
+            assert_eq!(
+                p.swarm_actions,
+                vec![Action::SwarmJoin { via: "n1".into() }]
+            );
+        }
         for i in [1, 2] {
             nodes[i].swarm = nodes[0].swarm.clone();
         }
@@ -1045,10 +1032,7 @@ mod tests {
         let p = run(&late, &nodes);
         assert_eq!(
             p.swarm_actions,
-            vec![Action::SwarmJoin {
-                via: "n1".into(),
-                manager: false
-            }]
+            vec![Action::SwarmJoin { via: "n1".into() }]
         );
     }
 
@@ -1096,34 +1080,53 @@ mod tests {
                 hostname: format!("pc-{i}"),
                 is_manager: i == 1,
                 ready: true,
+                reachable: i == 1,
                 mount_label: (i != 4).then(|| "mounted".to_string()),
             })
             .collect();
-        let p = plan(&Ctx {
-            me: &nodes[0],
-            peers: &nodes[1..],
-            expected: 4,
-            majority_timeout: false,
-            brick_path: BRICK,
-            stand_in_path: STAND_IN,
-            swarm_nodes: Some(&views),
-            probed_back: &HashSet::new(),
-            grace_secs: GRACE,
-            pool_down_secs: &BTreeMap::new(),
-            pool_unjoined_secs: &BTreeMap::new(),
-            swarm_down_secs: &BTreeMap::new(),
-            known_addrs: &BTreeMap::new(),
-            bricks_missing_secs: None,
-        });
+        let ctx = |views: &[SwarmNodeView]| {
+            plan(&Ctx {
+                me: &nodes[0],
+                peers: &nodes[1..],
+                expected: 4,
+                majority_timeout: false,
+                brick_path: BRICK,
+                stand_in_path: STAND_IN,
+                swarm_nodes: Some(views),
+                probed_back: &HashSet::new(),
+                grace_secs: GRACE,
+                pool_down_secs: &BTreeMap::new(),
+                pool_unjoined_secs: &BTreeMap::new(),
+                swarm_down_secs: &BTreeMap::new(),
+                known_addrs: &BTreeMap::new(),
+                bricks_missing_secs: None,
+            })
+        };
+        let p = ctx(&views);
         assert_eq!(p.phase, Phase::Steady);
+        // One promotion at a time.
         assert_eq!(
             p.swarm_actions,
             vec![
                 Action::Promote("s2".into()),
-                Action::Promote("s3".into()),
                 Action::Label("s4".into(), "mounted".into())
             ]
         );
+        // s2 promoted, not yet a reachable Raft member: nothing more is promoted.
+        let mut views = views;
+        views[1].is_manager = true;
+        let p = ctx(&views);
+        assert!(
+            !p.swarm_actions
+                .iter()
+                .any(|a| matches!(a, Action::Promote(_))),
+            "{:?}",
+            p.swarm_actions
+        );
+        // Once it is, the next one.
+        views[1].reachable = true;
+        let p = ctx(&views);
+        assert_eq!(p.swarm_actions[0], Action::Promote("s3".into()));
     }
 
     #[test]
@@ -1566,6 +1569,7 @@ mod tests {
             hostname: format!("pc-{i}"),
             is_manager: manager,
             ready,
+            reachable: manager && ready,
             mount_label: Some("mounted".into()),
         };
         let swarm_plan = |views: &[SwarmNodeView], down: u64| {
@@ -1618,6 +1622,10 @@ mod tests {
             view(4, true, true),
             view(5, false, true),
         ];
+        // (not while the promoted one is not yet a reachable Raft member)
+        let mut joining = promoted.clone();
+        joining[3].reachable = false;
+        assert!(swarm_plan(&joining, GRACE).is_empty());
         assert_eq!(
             swarm_plan(&promoted, GRACE),
             vec![Action::Demote("s2".into())]

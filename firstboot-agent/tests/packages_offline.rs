@@ -276,6 +276,9 @@ fn agent_without_packages_or_network_says_what_it_waits_for() {
     let mut config = firstboot_agent::config::ClusterConfig::generate("offline", 4);
     config.agent.api_port = port;
     config.agent.state_dir = w.path().join("state");
+    // The agent runs on the host's /usr here: it must not divert the host's gsyncd (it did, before this line,
+    // whenever the test got as far as the services).
+    config.agent.gsyncd_version_shortcut = false;
     std::fs::write(w.path().join("cluster.toml"), config.to_toml()).unwrap();
     std::fs::write(w.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
     std::fs::write(w.path().join("fstab"), "").unwrap();
@@ -346,6 +349,20 @@ fn agent_without_packages_or_network_says_what_it_waits_for() {
     let log = std::fs::read_to_string(w.path().join("apt.log")).unwrap();
     assert!(log.lines().all(|l| l == "update --error-on=any"), "{log}");
     drop(guard);
+    // The host's gsyncd is its package's file, never the agent's wrapper.
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu/glusterfs",
+        "/usr/libexec/glusterfs",
+    ] {
+        let gsyncd = Path::new(dir).join("gsyncd");
+        if let Ok(text) = std::fs::read(&gsyncd) {
+            assert!(
+                !String::from_utf8_lossy(&text).contains("firstboot-agent"),
+                "{} was replaced by the agent's wrapper",
+                gsyncd.display()
+            );
+        }
+    }
 }
 
 #[test]

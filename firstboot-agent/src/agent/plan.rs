@@ -799,22 +799,7 @@ mod tests {
     }
 
     fn run(me: &NodeSummary, peers: &[NodeSummary]) -> Plan {
-        plan(&Ctx {
-            me,
-            peers,
-            expected: 4,
-            majority_timeout: false,
-            brick_path: BRICK,
-            stand_in_path: STAND_IN,
-            swarm_nodes: None,
-            probed_back: &HashSet::new(),
-            grace_secs: GRACE,
-            pool_down_secs: &BTreeMap::new(),
-            pool_unjoined_secs: &BTreeMap::new(),
-            swarm_down_secs: &BTreeMap::new(),
-            known_addrs: &BTreeMap::new(),
-            bricks_missing_secs: None,
-        })
+        run_seeing_swarm(me, peers, None, &BTreeMap::new())
     }
 
     const GRACE: u64 = 600;
@@ -1085,22 +1070,7 @@ mod tests {
             })
             .collect();
         let ctx = |views: &[SwarmNodeView]| {
-            plan(&Ctx {
-                me: &nodes[0],
-                peers: &nodes[1..],
-                expected: 4,
-                majority_timeout: false,
-                brick_path: BRICK,
-                stand_in_path: STAND_IN,
-                swarm_nodes: Some(views),
-                probed_back: &HashSet::new(),
-                grace_secs: GRACE,
-                pool_down_secs: &BTreeMap::new(),
-                pool_unjoined_secs: &BTreeMap::new(),
-                swarm_down_secs: &BTreeMap::new(),
-                known_addrs: &BTreeMap::new(),
-                bricks_missing_secs: None,
-            })
+            run_seeing_swarm(&nodes[0], &nodes[1..], Some(views), &BTreeMap::new())
         };
         let p = ctx(&views);
         assert_eq!(p.phase, Phase::Steady);
@@ -1228,6 +1198,32 @@ mod tests {
             swarm_down_secs: &BTreeMap::new(),
             known_addrs: known,
             bricks_missing_secs: bricks_missing,
+        })
+    }
+
+    /// The plan of `me` (majority wait not over) seeing these Swarm nodes (as the Swarm leader does), some down for
+    /// the given seconds (by Swarm node id).
+    fn run_seeing_swarm(
+        me: &NodeSummary,
+        peers: &[NodeSummary],
+        views: Option<&[SwarmNodeView]>,
+        swarm_down: &BTreeMap<String, u64>,
+    ) -> Plan {
+        plan(&Ctx {
+            me,
+            peers,
+            expected: 4,
+            majority_timeout: false,
+            brick_path: BRICK,
+            stand_in_path: STAND_IN,
+            swarm_nodes: views,
+            probed_back: &HashSet::new(),
+            grace_secs: GRACE,
+            pool_down_secs: &BTreeMap::new(),
+            pool_unjoined_secs: &BTreeMap::new(),
+            swarm_down_secs: swarm_down,
+            known_addrs: &BTreeMap::new(),
+            bricks_missing_secs: None,
         })
     }
 
@@ -1574,23 +1570,7 @@ mod tests {
         };
         let swarm_plan = |views: &[SwarmNodeView], down: u64| {
             let down = BTreeMap::from([("s2".to_string(), down)]);
-            plan(&Ctx {
-                me: &nodes[0],
-                peers: &nodes[1..],
-                expected: 4,
-                majority_timeout: false,
-                brick_path: BRICK,
-                stand_in_path: STAND_IN,
-                swarm_nodes: Some(views),
-                probed_back: &HashSet::new(),
-                grace_secs: GRACE,
-                pool_down_secs: &BTreeMap::new(),
-                pool_unjoined_secs: &BTreeMap::new(),
-                swarm_down_secs: &down,
-                known_addrs: &BTreeMap::new(),
-                bricks_missing_secs: None,
-            })
-            .swarm_actions
+            run_seeing_swarm(&nodes[0], &nodes[1..], Some(views), &down).swarm_actions
         };
         let before = [
             view(1, true, true),

@@ -118,6 +118,31 @@ fn sha256(lab: &Lab, node: &str, path: &str) -> String {
         .to_string()
 }
 
+/// Waits until the swarm seen from `manager` has exactly `nodes` as ready members, 3 of them managers, every one
+/// labelled mounted; panics with the node list and the agents' logs at the deadline.
+fn wait_swarm(lab: &Lab, manager: &str, nodes: &[&str], timeout: Duration) {
+    wait_until(
+        timeout,
+        &format!(
+            "{} swarm nodes, 3 managers, all labelled mounted",
+            nodes.len()
+        ),
+        || {
+            let sw = swarm_nodes(lab, manager);
+            Ok(sw.len() == nodes.len()
+                && sw.iter().filter(|n| n.1 == "manager").count() == 3
+                && sw.iter().all(|n| n.2 == "ready" && n.3 == "mounted"))
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{:?}\n{}",
+            swarm_nodes(lab, manager),
+            agent_logs(lab, nodes)
+        )
+    });
+}
+
 /// A manager node's `docker node ls`: (hostname, role, state, label) per node.
 fn swarm_nodes(lab: &Lab, manager: &str) -> Vec<(String, String, String, String)> {
     let out = lab
@@ -236,17 +261,7 @@ fn four_nodes_form_one_cluster_and_survive_restarts() {
     assert_eq!(sha256(&lab, "node4", "/mnt/shared/probe.bin"), digest);
     // A 4-node swarm, 3 managers, every node labelled mounted.
     let manager = manager_node(&lab, &nodes);
-    wait_until(
-        Duration::from_secs(30),
-        "3 managers and mount labels",
-        || {
-            let sw = swarm_nodes(&lab, &manager);
-            Ok(sw.len() == 4
-                && sw.iter().filter(|n| n.1 == "manager").count() == 3
-                && sw.iter().all(|n| n.2 == "ready" && n.3 == "mounted"))
-        },
-    )
-    .unwrap();
+    wait_swarm(&lab, &manager, &nodes, Duration::from_secs(30));
 
     let vol = volume_id(&lab, "node1");
     let swarm = swarm_id(&lab, &manager);
@@ -374,23 +389,7 @@ fn late_fifth_node_joins_and_a_foreign_key_stays_apart() {
     let manager = manager_node(&lab, &all);
     assert_eq!(swarm_id(&lab, &manager), swarm);
     // The Swarm leader labels node5 and keeps 3 managers (it promotes one at a time).
-    wait_until(
-        Duration::from_secs(60),
-        "5 swarm nodes, 3 managers, node5 labelled",
-        || {
-            let sw = swarm_nodes(&lab, &manager);
-            Ok(sw.len() == 5
-                && sw.iter().filter(|n| n.1 == "manager").count() == 3
-                && sw.iter().all(|n| n.2 == "ready" && n.3 == "mounted"))
-        },
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\n{:?}\n{}",
-            swarm_nodes(&lab, &manager),
-            agent_logs(&lab, &all)
-        )
-    });
+    wait_swarm(&lab, &manager, &all, Duration::from_secs(60));
     let sw = swarm_nodes(&lab, &manager);
     assert!(
         sw.iter().any(|n| n.0 == "node5" && n.1 == "worker"),

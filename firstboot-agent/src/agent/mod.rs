@@ -148,7 +148,8 @@ type SwarmReading = (
     Option<crate::api::JoinTokens>,
 );
 
-/// The reconcile loop reads dockerd's Swarm state at most this often, and afresh after starting a Swarm action. dockerd answers `/info` (the only call that gives a node's Swarm state whatever its role) by running
+/// The reconcile loop reads dockerd's Swarm state at most this often, and afresh after starting a Swarm action.
+/// dockerd answers `/info` (the only call that gives a node's Swarm state whatever its role) by running
 /// `runc --version` and `docker-init --version`: read every tick, on an emulated Pi that made dockerd the busiest
 /// process of an idle node (49 s of CPU in 5 min, 13 new processes a second with the `gluster` readings).
 pub const SWARM_READ_EVERY: Duration = Duration::from_secs(5);
@@ -1655,8 +1656,8 @@ async fn swarm_action(
                 anyhow::ensure!(
                     memory.joined_here.load(Ordering::Relaxed)
                         && !memory.seen_active.load(Ordering::Relaxed),
-                    "dockerd reports this node's swarm in state error; it was a member, so dockerd \
-                     retries it (not leaving)"
+                    "dockerd reports this node's swarm in state error, not from a join of this agent's that \
+                     never became active: dockerd retries it (not leaving)"
                 );
                 tracing::warn!("this node's swarm join failed half-way: leaving, joining again");
                 d.leave(true).await?;

@@ -708,11 +708,12 @@ fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, Stri
                             .get(&n.id)
                             .is_none_or(|secs| *secs < ctx.grace_secs))
             });
-            let mut workers: Vec<&SwarmNodeView> =
-                nodes.iter().filter(|n| !n.is_manager && n.ready).collect();
-            workers.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+            let next_worker = nodes
+                .iter()
+                .filter(|n| !n.is_manager && n.ready)
+                .min_by(|a, b| a.hostname.cmp(&b.hostname));
             if have < want && !promoting {
-                if let Some(w) = workers.first() {
+                if let Some(w) = next_worker {
                     actions.push(Action::Promote(w.id.clone()));
                 }
             }

@@ -1144,6 +1144,7 @@ impl Agent {
             });
         }
         let present = nodes.iter().filter(|n| n.up).count() as u32;
+        let managers = nodes.iter().filter(|n| n.swarm_role == "manager").count();
         let health = match phase {
             Phase::Failed => Health::Failed,
             Phase::Steady => {
@@ -1168,6 +1169,14 @@ impl Agent {
                     );
                     Health::Degraded
                 } else if !all_good {
+                    Health::Degraded
+                } else if managers < election::desired_managers(nodes.len()) {
+                    // One Swarm manager of four survives no loss: not healthy until the leader has promoted
+                    // the wanted count (one at a time, each once the last is a reachable Raft member).
+                    detail = format!(
+                        "the swarm has {managers} of {} managers: the leader promotes workers one at a time",
+                        election::desired_managers(nodes.len())
+                    );
                     Health::Degraded
                 } else if let Some(left) = self.follow_up_heals.settling(Instant::now()) {
                     detail = format!(

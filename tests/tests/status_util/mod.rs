@@ -44,7 +44,7 @@ pub fn status(lab: &Lab, node: &str) -> anyhow::Result<ClusterStatus> {
     Ok(serde_json::from_str(&get(lab, node, "/api/status")?)?)
 }
 
-/// Why `s` is not the formed 4-node cluster the issue describes (`None` when it is).
+/// Why `s` is not the formed 4-node cluster the issue describes, 3 of its nodes Swarm managers (`None` when it is).
 pub fn not_formed(s: &ClusterStatus) -> Option<String> {
     let bricks = s.volume_detail.as_ref();
     let swarm = s.swarm_detail.as_ref();
@@ -64,6 +64,9 @@ pub fn not_formed(s: &ClusterStatus) -> Option<String> {
         }),
         (swarm.map(|w| w.nodes.iter().filter(|n| n.state == "ready").count()) != Some(4))
             .then(|| format!("swarm {:?}", swarm.map(|w| &w.nodes))),
+        // The leader promotes one worker at a time: the status page's Swarm reading may lag the health by a tick.
+        (swarm.map(|w| w.managers.len()) != Some(3))
+            .then(|| format!("swarm managers {:?}", swarm.map(|w| &w.managers))),
     ];
     let p: Vec<String> = problems.into_iter().flatten().collect();
     (!p.is_empty()).then(|| p.join("; "))
@@ -73,7 +76,9 @@ pub fn not_formed(s: &ClusterStatus) -> Option<String> {
 pub fn wait_formed(lab: &Lab, nodes: &[&str], timeout: Duration) {
     wait_until(
         timeout,
-        &format!("{nodes:?} to show 4 healthy nodes, 4 online bricks and a 4-node swarm"),
+        &format!(
+            "{nodes:?} to show 4 healthy nodes, 4 online bricks and a 4-node swarm with 3 managers"
+        ),
         || {
             for n in nodes {
                 if let Some(why) = not_formed(&status(lab, n)?) {

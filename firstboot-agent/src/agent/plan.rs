@@ -658,11 +658,18 @@ fn swarm_track(ctx: &Ctx, i_lead: bool, members: &[&NodeSummary]) -> (bool, Stri
             actions.push(Action::SwarmJoin {
                 via: m.node_id.clone(),
             });
-            return (
-                false,
-                format!("joining the swarm through {}", m.hostname),
-                actions,
-            );
+            // A join or promotion that failed half-way: dockerd retries a node that was once a member by itself
+            // (the join action leaves and joins again only a join of this agent's that never became active).
+            let detail = if me.swarm_error {
+                format!(
+                    "dockerd's swarm part is in state error after a join that failed half-way: waiting for dockerd \
+                     to retry it, else joining again through {}",
+                    m.hostname
+                )
+            } else {
+                format!("joining the swarm through {}", m.hostname)
+            };
+            return (false, detail, actions);
         }
         // Only with more than half of the pool answering: a member restarting alone (its peers not yet heard
         // again) is its own "leader" for a moment and must not start a second swarm (seen in fault case 1b).
@@ -993,7 +1000,20 @@ mod tests {
                 p.swarm_actions,
                 vec![Action::SwarmJoin { via: "n1".into() }]
             );
+            assert!(
+                p.detail.contains("joining the swarm through"),
+                "{}",
+                p.detail
+            );
         }
+        // A node whose swarm part is in state error says that dockerd may be retrying it.
+        let mut failed = nodes[1].clone();
+        failed.swarm_error = true;
+        let p = run(
+            &failed,
+            &[nodes[0].clone(), nodes[2].clone(), nodes[3].clone()],
+        );
+        assert!(p.detail.contains("state error"), "{}", p.detail);
         for i in [1, 2] {
             nodes[i].swarm = nodes[0].swarm.clone();
         }

@@ -104,6 +104,9 @@ pub struct NodeSummary {
     pub volume: Option<VolumeBrief>,
     /// Swarm membership, if any.
     pub swarm: Option<SwarmBrief>,
+    /// dockerd's swarm part is in state `error` (a join that failed half-way); absent from older agents.
+    #[serde(default)]
+    pub swarm_error: bool,
     /// The shared volume is mounted and answers at the mount point.
     pub mounted: bool,
 }

@@ -384,6 +384,13 @@ impl Lab {
         self.run_ok(&["replace", node]).map(drop)
     }
 
+    /// Powered-off `node`'s own card flashed again (`ci/lab replace --reflash`): the image over the card's start,
+    /// the old brick filesystem beyond it kept with its data and marks; it boots as a new Pi, as with
+    /// [`Lab::replace`].
+    pub fn reflash(&self, node: &str) -> Result<()> {
+        self.run_ok(&["replace", "--reflash", node]).map(drop)
+    }
+
     /// Pulls `node`'s network cable.
     pub fn cut(&self, node: &str) -> Result<()> {
         self.run_ok(&["cut", node]).map(drop)

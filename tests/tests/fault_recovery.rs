@@ -15,6 +15,9 @@
 //!     its place (`ci/lab replace`: new identity, new address, same cluster key): its brick takes the dead one's
 //!     place (replace-brick), the dead peer is detached, the dead Swarm node removed, 3 managers again, heal
 //!     completes, `auth.allow` holds exactly the four current addresses.
+//!   - 6b: a worker power-cut past the grace period, then its own card flashed again (`ci/lab replace --reflash`:
+//!     the old brick filesystem, beyond the image, stays with its files and marks): the agent sets the old brick
+//!     directory aside whole and the new node takes the dead one's slot; heal completes.
 //! - `formation_with_a_node_killed_in_the_pool`: 1b: a node killed half-way through the coordinator's probe (its
 //!   own lab, the agents started after a rule that holds the victim's handshake there; the victim is the node with
 //!   the highest id, so never the coordinator): the rest form with a stand-in in its slot; the coordinator keeps
@@ -26,7 +29,7 @@
 //!
 //! Needs root and the packages of `ci/install-deps`; skipped (with a message) when not root.
 //! Run: `cargo test -p cluster-tests --test fault_recovery -- --nocapture` (three labs, one after another:
-//! cases 7 and 6 about 10 min, each case-1 lab 3-8 min).
+//! cases 7, 6 and 6b about 16 min, each case-1 lab 3-8 min).
 //!
 //! Case 1 first grew the volume from replica 3 to 4 (`add-brick`) when node4 came back. Under live writes that
 //! lost files for the new brick: a client still on the old brick list creates and writes files with no pending
@@ -761,6 +764,114 @@ fn case_6(lab: &Lab, rows: &mut Vec<CaseRow>) {
     rows.push(row);
 }
 
+/// Case 6b: a worker dead for longer than the grace period, then its own card flashed again and put back. The
+/// image covers only the card's start, so the old brick filesystem stays, its brick directory full of files and
+/// marked for the volume; the agent keeps that filesystem (it never formats an existing one). The new node must
+/// still take the dead one's slot: its agent sets the old brick directory aside whole (nothing deleted) once the
+/// volume has not listed it for `STALE_MARK_AFTER` (200 s), and glusterd then accepts the empty brick.
+fn case_6b(lab: &Lab, rows: &mut Vec<CaseRow>) {
+    let t = Instant::now();
+    let mut row = CaseRow {
+        case: "6b dead node's card reflashed".into(),
+        ..Default::default()
+    };
+    let mut notes = Vec::new();
+    let mut wl = Workload {
+        tag: "c6b".into(),
+        nodes: Vec::new(),
+    };
+    let r = (|| -> anyhow::Result<()> {
+        let mut victim = None;
+        for n in NODES {
+            if docker_info(lab, n, "{{.Swarm.ControlAvailable}}")? != "true" {
+                victim = Some(n);
+                break;
+            }
+        }
+        let victim = victim.ok_or_else(|| anyhow::anyhow!("no worker"))?;
+        let survivors: Vec<&str> = NODES.iter().copied().filter(|n| *n != victim).collect();
+        let old_host = status(lab, victim)?["this_node"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let old_files = lab.sh(victim, "ls /srv/gluster/brick1/brick | wc -l")?;
+        let old_files: usize = old_files.trim().parse().unwrap_or(0);
+        anyhow::ensure!(old_files > 0, "the victim's brick holds no files");
+        notes.push(format!(
+            "victim {victim} ({old_host}), {old_files} names on its brick"
+        ));
+        wl = Workload::start(lab, "c6b", &survivors, INTERVAL_MS, FILE_SIZE)?;
+        wait_acks(lab, &wl, 0.0, 10)?;
+        let cut_at = now();
+        lab.kill(victim)?;
+        let killed = Instant::now();
+        wait_until(
+            Duration::from_secs(GRACE_SECS + 60),
+            "the grace period to pass with the victim seen down",
+            || {
+                let s = status(lab, survivors[0])?;
+                Ok(killed.elapsed() > Duration::from_secs(GRACE_SECS + 5)
+                    && s["present_nodes"] == 3)
+            },
+        )?;
+        lab.reflash(victim)?;
+        let reflashed = Instant::now();
+        let mut new_host = String::new();
+        wait_until(
+            FORM_TIMEOUT,
+            "the reflashed node to report its name",
+            || {
+                new_host = status(lab, victim)?["this_node"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(!new_host.is_empty() && new_host != old_host)
+            },
+        )?;
+        // The old brick filesystem was kept (not formatted), with its files.
+        let kept = lab.sh(victim, "ls /srv/gluster/brick1")?;
+        anyhow::ensure!(
+            kept.contains("brick") || kept.contains("previous-brick-"),
+            "the old brick filesystem was not kept: {kept:?}"
+        );
+        wait_until(
+            FORM_TIMEOUT + Duration::from_secs(200),
+            "the reflashed node's brick in the dead one's place",
+            || {
+                let hosts = brick_hosts(&volume_ok(lab, survivors[0])?);
+                Ok(hosts.contains(&new_host) && !hosts.contains(&old_host))
+            },
+        )?;
+        notes.push(format!(
+            "replace-brick {:.0} s after the reflash",
+            reflashed.elapsed().as_secs_f64()
+        ));
+        // The old brick directory set aside whole: its files are still there, beside the new brick.
+        let aside = lab.sh(
+            victim,
+            "for d in /srv/gluster/brick1/previous-brick-*; do ls \"$d\" | wc -l; done",
+        )?;
+        let aside: usize = aside.trim().parse().unwrap_or(0);
+        anyhow::ensure!(
+            aside == old_files,
+            "the old brick directory set aside holds {aside} names, it held {old_files}"
+        );
+        notes.push(format!("{aside} names set aside"));
+        wait_steady(lab, &NODES, true, FORM_TIMEOUT)?;
+        let acks = wl.attempts(lab)?;
+        row.stall_s = Some(write_stall(&acks, cut_at, now()));
+        wl.stop(lab)?;
+        wait_heal(lab, "node1")?;
+        row.heal_s = Some(reflashed.elapsed().as_secs_f64());
+        check_data(lab, &wl.attempts(lab)?, &mut row)?;
+        assert_one_cluster(lab)?;
+        Ok(())
+    })();
+    let _ = wl.stop(lab);
+    finish(&mut row, r, t, &notes);
+    rows.push(row);
+}
+
 /// Keeps the lab's logs (agent, glusterd, ...) for a failed run: `ci/lab down` deletes the state directory.
 fn keep_logs(lab: &Lab, rows: &[CaseRow]) {
     if rows.iter().all(|r| r.result.starts_with("PASS")) {
@@ -831,7 +942,7 @@ fn in_own_lab(
 fn daemons_crash_and_a_dead_manager_is_replaced() {
     in_own_lab(
         "daemons_crash_and_a_dead_manager_is_replaced",
-        "fault recovery: cases 7, 6",
+        "fault recovery: cases 7, 6, 6b",
         lab_options(),
         |lab, rows| match wait_steady(lab, &NODES, true, FORM_TIMEOUT) {
             Err(e) => rows.push(CaseRow {
@@ -842,6 +953,7 @@ fn daemons_crash_and_a_dead_manager_is_replaced() {
             Ok(()) => {
                 case_7(lab, rows);
                 case_6(lab, rows);
+                case_6b(lab, rows);
             }
         },
     );

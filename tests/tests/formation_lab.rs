@@ -4,6 +4,8 @@
 //!   all 4 (and in fstab); a file written on node1 reads back byte-identical on node4; a 4-node swarm with 3
 //!   managers and the mount label on every node;
 //! - a restart of one node, then a power cut of all four, keep the same pool, volume id and swarm id, data intact;
+//! - every card flashed again forms a new cluster, each old brick directory (kept with the card's brick
+//!   filesystem) set aside whole with its files;
 //! - a late fifth node with the same key joins the pool, the swarm as a worker and mounts the volume, while two
 //!   nodes holding the same cluster id but another key, on the same bridge, form their own cluster and never mix.
 //!
@@ -295,6 +297,43 @@ fn four_nodes_form_one_cluster_and_survive_restarts() {
     assert_eq!(swarm_id(&lab, &manager), swarm, "same swarm");
     assert_eq!(swarm_nodes(&lab, &manager).len(), 4);
     assert_eq!(sha256(&lab, "node3", "/mnt/shared/probe.bin"), digest);
+
+    // Every card flashed again (to start over): the image covers only each card's start, so every old brick
+    // filesystem stays, its brick directory marked for the old volume and holding its files, and the agents keep
+    // those filesystems. No node knows a volume any more: each agent sets its old brick directory aside whole once
+    // that has lasted 200 s (STALE_MARK_AFTER), and a new cluster forms with a new volume.
+    for n in &nodes {
+        lab.kill(n).unwrap();
+    }
+    for n in &nodes {
+        lab.reflash(n).unwrap();
+    }
+    wait_healthy(&lab, &nodes, FORM_TIMEOUT + Duration::from_secs(200));
+    let new_vol = volume_id(&lab, "node1");
+    assert!(
+        !new_vol.is_empty() && new_vol != vol,
+        "a new volume: {new_vol}"
+    );
+    for n in &nodes {
+        let aside = lab
+            .sh(
+                n,
+                "sha256sum /srv/gluster/brick1/previous-brick-*/probe.bin",
+            )
+            .unwrap();
+        assert!(
+            aside.starts_with(&digest),
+            "{n}: the old brick set aside with its files: {aside}"
+        );
+    }
+    lab.sh("node2", "echo afresh > /mnt/shared/afresh.txt && sync")
+        .unwrap();
+    assert_eq!(
+        lab.exec_ok("node4", &["cat", "/mnt/shared/afresh.txt"])
+            .unwrap()
+            .trim(),
+        "afresh"
+    );
     lab.down().unwrap();
 }
 

@@ -686,7 +686,7 @@ impl Agent {
             .into_iter()
             .map(|p| (p.announcement.hostname, p.announcement.addr))
             .collect();
-        self.clear_stale_brick_marks(&me, &brick_path, &known_addrs);
+        self.clear_stale_brick_marks(&me, &peers, &brick_path, &known_addrs);
         self.remove_vacated_stand_in(&me, &stand_in_path, &known_addrs);
         let bricks_missing_secs = self.bricks_missing_secs(&me);
         let p = plan::plan(&Ctx {
@@ -924,37 +924,80 @@ impl Agent {
         }
     }
 
-    /// Clears the marks a failed add-brick or replace-brick left on this node's brick (see [`brick`]): the brick
-    /// directory carries the volume's id, the volume does not list it, it holds no data, and that has lasted
-    /// [`STALE_MARK_AFTER`] (a transaction under way marks the brick before the volume lists it).
+    /// Frees this node's brick directory when it is marked for a volume (see [`brick`]) that does not list it:
+    /// the volume this node knows does not list its brick, or no node of the cluster knows any volume; and that
+    /// has lasted [`STALE_MARK_AFTER`] (a transaction under way marks the brick before the volume lists it).
+    /// - Marks of this volume on a brick holding no data (an add-brick or replace-brick that failed after marking
+    ///   it) are cleared.
+    /// - Any other marked brick (an earlier life's brick, with data or of another volume: a card flashed again
+    ///   keeps its brick filesystem; or this node's old brick after a fresh card took its slot) is set aside whole
+    ///   ([`brick::set_aside`]): nothing is deleted, and the node can take a slot with an empty brick.
     fn clear_stale_brick_marks(
         &mut self,
         me: &NodeSummary,
+        peers: &[NodeSummary],
         brick_path: &str,
         known_addrs: &BTreeMap<String, Ipv4Addr>,
     ) {
         let dir = self.config.brick_path();
-        let stale = me.volume.as_ref().filter(|vol| {
-            me.brick_ready
-                && !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs)
-                && matches!(brick::volume_mark(&dir), Ok(Some(id)) if id.eq_ignore_ascii_case(&vol.id))
+        let mark = me
+            .brick_ready
+            .then(|| brick::volume_mark(&dir).ok().flatten())
+            .flatten();
+        // Every node of the cluster answers and none knows a volume: the volume this brick names is not here.
+        let no_volume_anywhere = me.glusterd_ok
+            && me.volume.is_none()
+            && peers.len() + 1 >= self.config.cluster.nodes as usize
+            && peers.iter().all(|p| p.glusterd_ok && p.volume.is_none());
+        let unlisted = mark.filter(|_| match &me.volume {
+            Some(vol) => !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs),
+            None => no_volume_anywhere,
         });
         if !held_for(
             &mut self.stale_mark_since,
-            stale.is_some(),
+            unlisted.is_some(),
             STALE_MARK_AFTER,
         ) {
             return;
         }
-        let Some(vol) = stale else { return };
-        match brick::clear_stale_marks(&dir, &vol.id) {
-            Ok(true) => tracing::warn!(
-                "cleared the marks of volume {} from {} (an add-brick or replace-brick failed after marking \
-                 it; the volume does not list it and it holds no data): it can be added again",
-                vol.id,
-                dir.display()
+        let Some(mark) = unlisted else { return };
+        let this_volume = me
+            .volume
+            .as_ref()
+            .filter(|v| v.id.eq_ignore_ascii_case(&mark));
+        if let Some(vol) = this_volume {
+            match brick::clear_stale_marks(&dir, &vol.id) {
+                Ok(true) => {
+                    tracing::warn!(
+                        "cleared the marks of volume {} from {} (an add-brick or replace-brick failed after \
+                         marking it; the volume does not list it and it holds no data): it can be added again",
+                        vol.id,
+                        dir.display()
+                    );
+                    return;
+                }
+                Ok(false) => return,
+                Err(brick::BrickMarkError::HoldsData { .. }) => {}
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    return;
+                }
+            }
+        }
+        match brick::set_aside(&dir, unix_now()) {
+            Ok(Some(to)) => tracing::warn!(
+                "the brick directory {} was marked for volume {mark}, which {}: set it aside whole as {} \
+                 (nothing deleted; remove it to free its space once its files are not needed) and start an \
+                 empty brick",
+                dir.display(),
+                if this_volume.is_some() {
+                    "no longer lists this node's brick (a copy from before it was replaced)"
+                } else {
+                    "is not this cluster's volume (a card flashed again keeps its brick filesystem)"
+                },
+                to.display()
             ),
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!("{e}"),
         }
     }

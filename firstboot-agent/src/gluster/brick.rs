@@ -148,6 +148,30 @@ pub fn clear_stale_marks(dir: &Path, volume_id: &str) -> Result<bool, BrickMarkE
     Ok(true)
 }
 
+/// Moves a marked brick directory that no volume of this cluster lists out of the way, whole: renamed to
+/// `previous-brick-<volume id>-<unix time>` beside it, on the same filesystem, with its data, marks and
+/// `.glusterfs`. Nothing is deleted. A card flashed again keeps its brick filesystem (the agent never formats an
+/// existing one), so an earlier life's brick, of this cluster or another, would otherwise block every `volume
+/// create`, `add-brick` or `replace-brick` ("is already part of a volume"). The caller decides that no volume of
+/// the cluster lists it and that this has lasted; the caller recreates the brick directory. Returns where it went,
+/// `None` when `dir` was not marked.
+pub fn set_aside(dir: &Path, now_unix: i64) -> Result<Option<PathBuf>, BrickMarkError> {
+    let io_err = |action: &'static str| {
+        move |source: io::Error| BrickMarkError::Io {
+            path: dir.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    let Some(found) = volume_mark(dir).map_err(io_err("read its volume id"))? else {
+        return Ok(None);
+    };
+    let short: String = found.chars().filter(|c| *c != '-').take(8).collect();
+    let to = dir.with_file_name(format!("previous-brick-{short}-{now_unix}"));
+    std::fs::rename(dir, &to).map_err(io_err("move it aside"))?;
+    Ok(Some(to))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +254,30 @@ mod tests {
             clear_stale_marks(other.path(), "00000000-0000-0000-0000-000000000001").unwrap_err();
         assert!(matches!(err, BrickMarkError::OtherVolume { .. }), "{err}");
         assert_eq!(volume_mark(other.path()).unwrap().as_deref(), Some(VOL));
+    }
+
+    #[test]
+    fn an_earlier_lifes_brick_is_set_aside_whole() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("brick");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(
+            set_aside(&dir, 1_796_000_000).unwrap(),
+            None,
+            "not marked: left"
+        );
+        assert!(dir.exists());
+        if set(&dir, VOLUME_ID_XATTR, &raw(VOL)).is_none() {
+            eprintln!("skipped: trusted.* attributes need root");
+            return;
+        }
+        std::fs::create_dir_all(dir.join(".glusterfs/indices")).unwrap();
+        std::fs::write(dir.join("photo.jpg"), b"kept").unwrap();
+        let to = set_aside(&dir, 1_796_000_000).unwrap().unwrap();
+        assert_eq!(to, parent.path().join("previous-brick-317922d8-1796000000"));
+        assert!(!dir.exists());
+        assert_eq!(std::fs::read(to.join("photo.jpg")).unwrap(), b"kept");
+        assert!(to.join(".glusterfs/indices").is_dir());
+        assert_eq!(volume_mark(&to).unwrap().as_deref(), Some(VOL));
     }
 }

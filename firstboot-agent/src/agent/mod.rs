@@ -944,11 +944,12 @@ impl Agent {
             .brick_ready
             .then(|| brick::volume_mark(&dir).ok().flatten())
             .flatten();
-        // Every node of the cluster answers and none knows a volume: the volume this brick names is not here.
+        // This node's glusterd is in a pool with others and knows no volume, and no peer reports one: glusterd
+        // hands every volume to a member when it joins, so the volume this brick names is not in this cluster.
         let no_volume_anywhere = me.glusterd_ok
             && me.volume.is_none()
-            && peers.len() + 1 >= self.config.cluster.nodes as usize
-            && peers.iter().all(|p| p.glusterd_ok && p.volume.is_none());
+            && me.pool.iter().filter(|m| m.connected).count() >= 2
+            && peers.iter().all(|p| p.volume.is_none());
         let unlisted = mark.filter(|_| match &me.volume {
             Some(vol) => !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs),
             None => no_volume_anywhere,
@@ -1055,6 +1056,10 @@ impl Agent {
                     .await
                 {
                     Err(e) if e.is_already() => {}
+                    Err(e) if e.is_brick_in_use() => Err(e).context(
+                        "a brick directory is marked for an earlier volume (a card flashed again keeps its brick \
+                         filesystem): its node sets it aside once no volume of this cluster has listed it for 200 s",
+                    )?,
                     r => r?,
                 }
             }

@@ -543,6 +543,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.is_not_started() && !e.is_already(), "{e}");
+        // A marked brick directory is a refusal, not the volume already made.
+        let e = interp(
+            "c".into(),
+            ok(),
+            fixture("volume-create-brick-in-use.xml"),
+            String::new(),
+        )
+        .unwrap_err();
+        assert!(e.is_brick_in_use() && !e.is_already(), "{e}");
         let e = interp(
             "c".into(),
             ok(),

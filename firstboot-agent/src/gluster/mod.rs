@@ -99,14 +99,24 @@ impl GlusterError {
     }
 
     /// Whether glusterd said the named thing already exists / is already done
-    /// (e.g. "already started", "already part of", "already exists").
+    /// (e.g. "already started", "already in peer list", "already exists"). Not a brick directory marked for a
+    /// volume ([`GlusterError::is_brick_in_use`]): that refusal is not the work done.
     pub fn is_already(&self) -> bool {
+        !self.is_brick_in_use()
+            && self
+                .op_message()
+                .map(|m| {
+                    let m = m.to_ascii_lowercase();
+                    m.contains("already") || m.contains("is in cluster") || m.contains("exists")
+                })
+                .unwrap_or(false)
+    }
+
+    /// Whether glusterd refused a brick directory because it is marked for a volume ("PATH is already part of a
+    /// volume").
+    pub fn is_brick_in_use(&self) -> bool {
         self.op_message()
-            .map(|m| {
-                let m = m.to_ascii_lowercase();
-                m.contains("already") || m.contains("is in cluster") || m.contains("exists")
-            })
-            .unwrap_or(false)
+            .is_some_and(|m| m.to_ascii_lowercase().contains("already part of a volume"))
     }
 
     /// Whether glusterd said the volume does not exist.

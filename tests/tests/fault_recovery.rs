@@ -619,6 +619,69 @@ fn case_7(lab: &Lab, rows: &mut Vec<CaseRow>) {
     rows.push(row);
 }
 
+/// The host name `node`'s agent reports for itself.
+fn this_node(lab: &Lab, node: &str) -> anyhow::Result<String> {
+    Ok(status(lab, node)?["this_node"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Starts writers on `survivors` into `wl` (tag `tag`), cuts `victim`'s power once they write, and waits until the
+/// grace period has passed with the survivors seeing 3 nodes present. Returns the time of the cut.
+fn power_cut_past_grace(
+    lab: &Lab,
+    wl: &mut Workload,
+    tag: &str,
+    victim: &str,
+    survivors: &[&str],
+) -> anyhow::Result<f64> {
+    *wl = Workload::start(lab, tag, survivors, INTERVAL_MS, FILE_SIZE)?;
+    wait_acks(lab, wl, 0.0, 10)?;
+    let cut_at = now();
+    lab.kill(victim)?;
+    let killed = Instant::now();
+    wait_until(
+        Duration::from_secs(GRACE_SECS + 60),
+        "the grace period to pass with the victim seen down",
+        || {
+            let s = status(lab, survivors[0])?;
+            Ok(killed.elapsed() > Duration::from_secs(GRACE_SECS + 5) && s["present_nodes"] == 3)
+        },
+    )?;
+    Ok(cut_at)
+}
+
+/// Waits until the new card in `victim` reports a host name other than `old_host`, and returns it.
+fn wait_new_name(lab: &Lab, victim: &str, old_host: &str) -> anyhow::Result<String> {
+    let mut new_host = String::new();
+    wait_until(FORM_TIMEOUT, "the new card to report its name", || {
+        new_host = this_node(lab, victim)?;
+        Ok(!new_host.is_empty() && new_host != old_host)
+    })?;
+    Ok(new_host)
+}
+
+/// The end of a replacement case: every node steady and healthy, the writers' stall since `cut_at` recorded, the
+/// writers stopped, heal done (its time counted from `card_in`), the data checked and one cluster.
+fn after_replacement(
+    lab: &Lab,
+    wl: &Workload,
+    row: &mut CaseRow,
+    cut_at: f64,
+    card_in: Instant,
+) -> anyhow::Result<()> {
+    wait_steady(lab, &NODES, true, FORM_TIMEOUT)?;
+    let acks = wl.attempts(lab)?;
+    row.stall_s = Some(write_stall(&acks, cut_at, now()));
+    wl.stop(lab)?;
+    wait_heal(lab, "node1")?;
+    row.heal_s = Some(card_in.elapsed().as_secs_f64());
+    check_data(lab, &wl.attempts(lab)?, row)?;
+    assert_one_cluster(lab)?;
+    Ok(())
+}
+
 /// Case 6: a manager dead for longer than the grace period, then a fresh card in its place.
 fn case_6(lab: &Lab, rows: &mut Vec<CaseRow>) {
     let t = Instant::now();
@@ -651,28 +714,12 @@ fn case_6(lab: &Lab, rows: &mut Vec<CaseRow>) {
         }
         let victim = victim.ok_or_else(|| anyhow::anyhow!("no non-leader manager"))?;
         let survivors: Vec<&str> = NODES.iter().copied().filter(|n| *n != victim).collect();
-        let old_host = status(lab, victim)?["this_node"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let old_host = this_node(lab, victim)?;
         let old_addr = lab.ip(victim)?;
         let old_swarm_id = docker_info(lab, victim, "{{.Swarm.NodeID}}")?;
         notes.push(format!("victim {victim} ({old_host}, {old_addr})"));
-        wl = Workload::start(lab, "c6", &survivors, INTERVAL_MS, FILE_SIZE)?;
-        wait_acks(lab, &wl, 0.0, 10)?;
-        let cut_at = now();
-        lab.kill(victim)?;
-        let killed = Instant::now();
         // Dead for longer than the grace period, with no fresh card: nothing is replaced or removed.
-        wait_until(
-            Duration::from_secs(GRACE_SECS + 60),
-            "the grace period to pass with the victim seen down",
-            || {
-                let s = status(lab, survivors[0])?;
-                Ok(killed.elapsed() > Duration::from_secs(GRACE_SECS + 5)
-                    && s["present_nodes"] == 3)
-            },
-        )?;
+        let cut_at = power_cut_past_grace(lab, &mut wl, "c6", victim, &survivors)?;
         let v = volume_ok(lab, survivors[0])?;
         anyhow::ensure!(
             brick_hosts(&v).contains(&old_host),
@@ -683,14 +730,7 @@ fn case_6(lab: &Lab, rows: &mut Vec<CaseRow>) {
         let replaced = Instant::now();
         let new_addr = lab.ip(victim)?;
         anyhow::ensure!(new_addr != old_addr, "the fresh card kept the old address");
-        let mut new_host = String::new();
-        wait_until(FORM_TIMEOUT, "the fresh node to report its name", || {
-            new_host = status(lab, victim)?["this_node"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            Ok(!new_host.is_empty() && new_host != old_host)
-        })?;
+        let new_host = wait_new_name(lab, victim, &old_host)?;
         wait_until(
             FORM_TIMEOUT,
             "the new brick in the dead one's place",
@@ -749,15 +789,7 @@ fn case_6(lab: &Lab, rows: &mut Vec<CaseRow>) {
             "auth.allow {}",
             want.iter().cloned().collect::<Vec<_>>().join(",")
         ));
-        wait_steady(lab, &NODES, true, FORM_TIMEOUT)?;
-        let acks = wl.attempts(lab)?;
-        row.stall_s = Some(write_stall(&acks, cut_at, now()));
-        wl.stop(lab)?;
-        wait_heal(lab, "node1")?;
-        row.heal_s = Some(replaced.elapsed().as_secs_f64());
-        check_data(lab, &wl.attempts(lab)?, &mut row)?;
-        assert_one_cluster(lab)?;
-        Ok(())
+        after_replacement(lab, &wl, &mut row, cut_at, replaced)
     })();
     let _ = wl.stop(lab);
     finish(&mut row, r, t, &notes);
@@ -790,44 +822,17 @@ fn case_6b(lab: &Lab, rows: &mut Vec<CaseRow>) {
         }
         let victim = victim.ok_or_else(|| anyhow::anyhow!("no worker"))?;
         let survivors: Vec<&str> = NODES.iter().copied().filter(|n| *n != victim).collect();
-        let old_host = status(lab, victim)?["this_node"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let old_host = this_node(lab, victim)?;
         let old_files = lab.sh(victim, "ls /srv/gluster/brick1/brick | wc -l")?;
         let old_files: usize = old_files.trim().parse().unwrap_or(0);
         anyhow::ensure!(old_files > 0, "the victim's brick holds no files");
         notes.push(format!(
             "victim {victim} ({old_host}), {old_files} names on its brick"
         ));
-        wl = Workload::start(lab, "c6b", &survivors, INTERVAL_MS, FILE_SIZE)?;
-        wait_acks(lab, &wl, 0.0, 10)?;
-        let cut_at = now();
-        lab.kill(victim)?;
-        let killed = Instant::now();
-        wait_until(
-            Duration::from_secs(GRACE_SECS + 60),
-            "the grace period to pass with the victim seen down",
-            || {
-                let s = status(lab, survivors[0])?;
-                Ok(killed.elapsed() > Duration::from_secs(GRACE_SECS + 5)
-                    && s["present_nodes"] == 3)
-            },
-        )?;
+        let cut_at = power_cut_past_grace(lab, &mut wl, "c6b", victim, &survivors)?;
         lab.reflash(victim)?;
         let reflashed = Instant::now();
-        let mut new_host = String::new();
-        wait_until(
-            FORM_TIMEOUT,
-            "the reflashed node to report its name",
-            || {
-                new_host = status(lab, victim)?["this_node"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(!new_host.is_empty() && new_host != old_host)
-            },
-        )?;
+        let new_host = wait_new_name(lab, victim, &old_host)?;
         wait_until(
             FORM_TIMEOUT + Duration::from_secs(200),
             "the reflashed node's brick in the dead one's place",
@@ -852,15 +857,7 @@ fn case_6b(lab: &Lab, rows: &mut Vec<CaseRow>) {
         } else {
             format!("old brick set aside ({})", aside.trim())
         });
-        wait_steady(lab, &NODES, true, FORM_TIMEOUT)?;
-        let acks = wl.attempts(lab)?;
-        row.stall_s = Some(write_stall(&acks, cut_at, now()));
-        wl.stop(lab)?;
-        wait_heal(lab, "node1")?;
-        row.heal_s = Some(reflashed.elapsed().as_secs_f64());
-        check_data(lab, &wl.attempts(lab)?, &mut row)?;
-        assert_one_cluster(lab)?;
-        Ok(())
+        after_replacement(lab, &wl, &mut row, cut_at, reflashed)
     })();
     let _ = wl.stop(lab);
     finish(&mut row, r, t, &notes);

@@ -111,19 +111,27 @@ fn first_data_entry(dir: &Path) -> io::Result<Option<String>> {
     Ok(None)
 }
 
+/// Turns an I/O error on brick directory `dir` while doing `action` into a [`BrickMarkError`].
+fn io_error<'a>(dir: &'a Path, action: &'static str) -> impl Fn(io::Error) -> BrickMarkError + 'a {
+    move |source| BrickMarkError::Io {
+        path: dir.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+/// [`volume_mark`] with the error naming the directory.
+fn read_mark(dir: &Path) -> Result<Option<String>, BrickMarkError> {
+    volume_mark(dir).map_err(io_error(dir, "read its volume id"))
+}
+
 /// Removes the marks of volume `volume_id` from brick directory `dir` when it holds no data (nothing but
 /// `.glusterfs`): both attributes and the `.glusterfs` directory. Returns whether there was a mark to remove.
 /// Refuses a directory marked for another volume or holding data. The caller decides that the volume does not
 /// list this brick and that no transaction is under way (the marks stayed for a while).
 pub fn clear_stale_marks(dir: &Path, volume_id: &str) -> Result<bool, BrickMarkError> {
-    let io_err = |action: &'static str| {
-        move |source: io::Error| BrickMarkError::Io {
-            path: dir.to_path_buf(),
-            action,
-            source,
-        }
-    };
-    let Some(found) = volume_mark(dir).map_err(io_err("read its volume id"))? else {
+    let io_err = |action| io_error(dir, action);
+    let Some(found) = read_mark(dir)? else {
         return Ok(false);
     };
     if !found.eq_ignore_ascii_case(volume_id) {
@@ -156,19 +164,12 @@ pub fn clear_stale_marks(dir: &Path, volume_id: &str) -> Result<bool, BrickMarkE
 /// the cluster lists it and that this has lasted; the caller recreates the brick directory. Returns where it went,
 /// `None` when `dir` was not marked.
 pub fn set_aside(dir: &Path, now_unix: i64) -> Result<Option<PathBuf>, BrickMarkError> {
-    let io_err = |action: &'static str| {
-        move |source: io::Error| BrickMarkError::Io {
-            path: dir.to_path_buf(),
-            action,
-            source,
-        }
-    };
-    let Some(found) = volume_mark(dir).map_err(io_err("read its volume id"))? else {
+    let Some(found) = read_mark(dir)? else {
         return Ok(None);
     };
     let short: String = found.chars().filter(|c| *c != '-').take(8).collect();
     let to = dir.with_file_name(format!("previous-brick-{short}-{now_unix}"));
-    std::fs::rename(dir, &to).map_err(io_err("move it aside"))?;
+    std::fs::rename(dir, &to).map_err(io_error(dir, "move it aside"))?;
     Ok(Some(to))
 }
 

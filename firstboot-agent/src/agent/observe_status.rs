@@ -118,6 +118,20 @@ impl Observed {
                 status.health = Health::Degraded;
             }
         }
+        // A brick on a node shown down is offline at once, not after the next `volume status`: with a peer just
+        // lost that reading waits for its timeout (30 s) and the next one comes a minute later (`pause_after`).
+        let down: Vec<String> = status
+            .nodes
+            .iter()
+            .filter(|n| !n.up)
+            .map(|n| n.name.clone())
+            .collect();
+        if !down.is_empty() {
+            status.volume_detail = status
+                .volume_detail
+                .take()
+                .map(|v| mark_down_bricks(v, &down));
+        }
         // A brick without its process (glusterd's own reading) leaves a copy missing: not healthy, whatever the
         // nodes say. The agent on that brick's node starts it again (see `plan::BRICK_RESTART_SECS`).
         if status.health == Health::Healthy {
@@ -849,7 +863,10 @@ mod tests {
             nodes: vec![node("n1", "10.0.0.1"), node("n2", "10.0.0.2")],
             ..Default::default()
         };
-        let mut o = Observed::default();
+        let mut o = Observed {
+            volume: status(Health::Healthy, &[("n1", true), ("n2", true)], Some(0)).volume_detail,
+            ..Default::default()
+        };
         o.liveness.insert(
             "10.0.0.2".parse().unwrap(),
             Liveness {
@@ -861,10 +878,15 @@ mod tests {
         o.apply(&mut s, 14_000);
         assert_eq!(s.health, Health::Healthy, "4 s of silence is not down yet");
         assert!(s.nodes[1].up);
+        assert!(s.volume_detail.as_ref().unwrap().bricks[1].online);
         let mut s = base.clone();
         o.apply(&mut s, 15_500);
         assert_eq!(s.health, Health::Degraded);
         assert!(!s.nodes[1].up);
+        // Its brick is offline on the page at once, before glusterd's next reading.
+        let v = s.volume_detail.as_ref().unwrap();
+        assert!(v.bricks[0].online && !v.bricks[1].online, "{v:?}");
+        assert_eq!(v.bricks_online, 1);
         assert_eq!(s.nodes[1].agent_state, "down");
         assert_eq!(s.present_nodes, 1);
         assert!(s.nodes[0].up, "this node is never probed");

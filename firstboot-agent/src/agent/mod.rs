@@ -940,20 +940,20 @@ impl Agent {
         known_addrs: &BTreeMap<String, Ipv4Addr>,
     ) {
         let dir = self.config.brick_path();
-        let mark = me
-            .brick_ready
+        let not_listed = match &me.volume {
+            Some(vol) => !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs),
+            // This node's glusterd is in a pool with others and knows no volume, and no peer reports one:
+            // glusterd hands every volume to a member when it joins, so no volume of this cluster lists the brick.
+            None => {
+                me.glusterd_ok
+                    && me.pool.iter().filter(|m| m.connected).count() >= 2
+                    && peers.iter().all(|p| p.volume.is_none())
+            }
+        };
+        // The brick's mark is read only then (an xattr read each tick otherwise).
+        let unlisted = (me.brick_ready && not_listed)
             .then(|| brick::volume_mark(&dir).ok().flatten())
             .flatten();
-        // This node's glusterd is in a pool with others and knows no volume, and no peer reports one: glusterd
-        // hands every volume to a member when it joins, so the volume this brick names is not in this cluster.
-        let no_volume_anywhere = me.glusterd_ok
-            && me.volume.is_none()
-            && me.pool.iter().filter(|m| m.connected).count() >= 2
-            && peers.iter().all(|p| p.volume.is_none());
-        let unlisted = mark.filter(|_| match &me.volume {
-            Some(vol) => !may_list_my_brick(me, vol, brick_path, self.addr, known_addrs),
-            None => no_volume_anywhere,
-        });
         if !held_for(
             &mut self.stale_mark_since,
             unlisted.is_some(),
@@ -1056,10 +1056,14 @@ impl Agent {
                     .await
                 {
                     Err(e) if e.is_already() => {}
-                    Err(e) if e.is_brick_in_use() => Err(e).context(
-                        "a brick directory is marked for an earlier volume (a card flashed again keeps its brick \
-                         filesystem): its node sets it aside once no volume of this cluster has listed it for 200 s",
-                    )?,
+                    Err(e) if e.is_brick_in_use() => Err(e).with_context(|| {
+                        format!(
+                            "a brick directory is marked for an earlier volume (a card flashed again keeps its \
+                             brick filesystem): its node sets it aside once no volume of this cluster has listed it \
+                             for {} s",
+                            STALE_MARK_AFTER.as_secs()
+                        )
+                    })?,
                     r => r?,
                 }
             }
